@@ -1,0 +1,194 @@
+"""The ``curation`` command line. Bad input exits with status 2 and one line naming it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pyarrow.parquet as pq
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from curation.errors import CurationError
+
+app = typer.Typer(help="Gradient-based data curation: demo data, selection, evaluation.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+catalog_app = typer.Typer(help="Query the DuckDB metadata catalog.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+console = Console()
+errors = Console(stderr=True)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("CURATION_HOME", ".curation"))
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except CurationError as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Option(help="Directory for pool/target/test Parquet files.")],
+    scenario: Annotated[str, typer.Option(help="targeted-text, general-text, images, digits")]
+    = "targeted-text",
+    pool_size: Annotated[int, typer.Option(help="Examples in the pool.")] = 3000,
+    target_size: Annotated[int, typer.Option(help="Examples in the target set.")] = 40,
+    test_size: Annotated[int, typer.Option(help="Cap on test examples (0: all).")] = 0,
+    domain: Annotated[str, typer.Option(help="Target domain for targeted-text.")] = "sci",
+    seed: Annotated[int, typer.Option(help="Seed of every sampling step.")] = 0,
+) -> None:
+    """Write a real demo scenario as pool / target / test Parquet files."""
+    from curation.demo_data import ScenarioConfig, write_scenario
+
+    with user_errors():
+        paths = write_scenario(ScenarioConfig(scenario, pool_size, target_size, test_size,
+                                              domain, seed), out)
+    for name in ("pool", "target", "test"):
+        path = getattr(paths, name)
+        console.print(f"{name:6s} {pq.read_metadata(path).num_rows:6d} rows  {path}")
+
+
+@app.command()
+def select(
+    pool: Annotated[Path, typer.Option(help="Pool: Parquet, datasets directory, json/csv.")],
+    method: Annotated[str, typer.Option(help="Selector: random, less, gtp.")],
+    budget: Annotated[float, typer.Option(help="Fraction of the pool (<1) or a count.")],
+    out: Annotated[Path, typer.Option(help="Selection Parquet to write (lineage JSON beside).")],
+    target: Annotated[Path | None, typer.Option(help="Target set (needed by less, gtp).")]
+    = None,
+    seed: Annotated[int, typer.Option(help="Seed for the proxy, projection and selector.")] = 0,
+    proxy: Annotated[str, typer.Option(help="Proxy kind: linear or mlp.")] = "linear",
+    checkpoints: Annotated[int, typer.Option(help="Proxy checkpoints (trajectory length).")]
+    = 4,
+    dim: Annotated[int, typer.Option(help="Projection dimension per checkpoint.")] = 1024,
+    work_dir: Annotated[Path | None, typer.Option(help="Cache for embeddings, proxies, stores.")]
+    = None,
+) -> None:
+    """Select a subset of POOL and write it as a Selection with its lineage."""
+    from curation.datastore import DatastoreSpec
+    from curation.io import write_json, write_parquet
+    from curation.pool import load_pool
+    from curation.proxy import ProxySpec, WarmupConfig
+    from curation.selectors import SELECTORS, make_selector, resolve_budget
+    from curation.workflow import GradientSettings, run_selection
+
+    with user_errors():
+        if out.suffix != ".parquet":
+            raise CurationError(f"--out must be a .parquet path, got {out}")
+        params = {"seed": seed} if method == "random" else {}
+        selector = make_selector(method, **params)
+        settings = GradientSettings(
+            ProxySpec(proxy), WarmupConfig(epochs=max(4, checkpoints), checkpoints=checkpoints,
+                                           seed=seed),
+            DatastoreSpec(dim=dim, seed=seed))
+        pool_data = load_pool(pool, role="pool")
+        resolve_budget(budget, len(pool_data))
+        target_data = None
+        if target is not None:
+            target_data = load_pool(target, role="target")
+        elif "target" in SELECTORS[method].needs:
+            raise CurationError(f"selector {method!r} needs --target")
+        selection, lineage = run_selection(pool_data, target_data, selector, budget,
+                                           work_dir or default_home() / "work", settings,
+                                           progress=True)
+        lineage_path = out.with_suffix(".lineage.json")
+        write_json(lineage_path, lineage)
+        write_parquet(out, selection.to_table())
+    console.print(f"selected {len(selection)} of {len(pool_data)} examples -> {out}")
+    console.print(f"lineage (config {lineage['config_hash']}) -> {lineage_path}")
+
+
+@app.command()
+def evaluate(
+    pool: Annotated[Path, typer.Option(help="The pool the selection was drawn from.")],
+    selection: Annotated[Path, typer.Option(help="Selection Parquet (column 'id').")],
+    test: Annotated[Path, typer.Option(help="Held-out test split.")],
+    seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = "0,1,2",
+    use_weights: Annotated[bool, typer.Option(help="Use selection weights as loss weights.")]
+    = False,
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Cache for text embeddings.")] = None,
+) -> None:
+    """Train fresh models on a selection and report test accuracy (mean and std over seeds)."""
+    from curation.embed import input_matrix
+    from curation.evaluate import EvalConfig, evaluate_subset
+    from curation.io import write_json
+    from curation.pool import load_pool
+    from curation.workflow import n_classes_of
+
+    with user_errors():
+        seed_list = _parse_seeds(seeds)
+        pool_data = load_pool(pool, role="pool")
+        test_data = load_pool(test, role="test")
+        indices, weights = _selection_rows(selection, pool_data.ids)
+        cache = (work_dir or default_home() / "work") / "embeddings"
+        pool_x = input_matrix(pool_data, cache, progress=True)
+        test_x = input_matrix(test_data, cache, progress=True)
+        result = evaluate_subset(
+            pool_x[indices], pool_data.labels[indices], test_x, test_data.labels,
+            n_classes_of(pool_data, test_data), EvalConfig(seeds=tuple(seed_list),
+                                                           use_weights=use_weights),
+            sample_weights=weights)
+        record = {**result.to_dict(), "seeds": seed_list, "selection": str(selection)}
+        if out is not None:
+            write_json(out, record)
+    console.print(f"test accuracy {result.mean:.4f} ± {result.std:.4f} "
+                  f"over seeds {seed_list} ({result.n_train} training examples)")
+
+
+@catalog_app.command("query")
+def catalog_query(
+    sql: Annotated[str, typer.Argument(help="Read-only SQL over the catalog tables.")],
+    db: Annotated[Path | None, typer.Option(help="Catalog file.")] = None,
+) -> None:
+    """Run SQL against the catalog and print the result as a table."""
+    from curation.catalog import Catalog
+
+    with user_errors():
+        result = Catalog(db or default_home() / "catalog.duckdb").query(sql)
+    table = Table(*result.column_names)
+    for row in result.to_pylist():
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CurationError(f"--seeds must be comma-separated integers, got {text!r}") from None
+
+
+def _selection_rows(path: Path, pool_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if not path.exists():
+        raise CurationError(f"selection file not found: {path}")
+    table = pq.read_table(path)
+    if "id" not in table.column_names:
+        raise CurationError(f"{path}: missing required column 'id'")
+    position = {str(i): n for n, i in enumerate(pool_ids)}
+    ids = table.column("id").to_pylist()
+    missing = [i for i in ids if i not in position]
+    if missing:
+        raise CurationError(f"{path}: {len(missing)} ids are not in the pool, e.g. {missing[0]!r}")
+    weights = (table.column("weight").to_numpy() if "weight" in table.column_names
+               else np.ones(len(ids)))
+    return np.array([position[i] for i in ids], dtype=np.int64), weights
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

