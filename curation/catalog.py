@@ -158,7 +158,13 @@ class Catalog:
             raise CurationError(f"catalog not found: {self.path}")
         with self.connect(read_only=True) as con:
             try:
-                return con.execute(sql, params or []).fetch_arrow_table()
+                relation = con.sql(sql, params=params or None)
+            except duckdb.Error as exc:
+                raise CurationError(f"catalog query failed: {exc}") from exc
+            if relation is None:
+                raise CurationError("catalog query returned no rows to show (use a SELECT)")
+            try:
+                return relation.to_arrow_table()
             except duckdb.Error as exc:
                 raise CurationError(f"catalog query failed: {exc}") from exc
 

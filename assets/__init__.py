@@ -1,0 +1,1 @@
+"""Thin Dagster assets over the ``curation`` core: config in, one core call, metadata out."""

@@ -1,0 +1,63 @@
+"""raw_pool, target_set, test_set: the three splits, from a demo scenario or the user's files."""
+
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from assets import _metadata as md
+from curation.demo_data import ScenarioConfig, build_scenario
+from curation.io import write_parquet
+from curation.pool import Pool, load_pool, validate_table
+from resources import ArtifactStore, CatalogResource
+
+SPLITS = ("raw_pool", "target_set", "test_set")
+
+
+class SplitsConfig(dg.Config):
+    """Either a demo scenario (default) or three files in the data contract."""
+
+    scenario: Literal["targeted-text", "general-text", "images", "digits"] = Field(
+                          default="targeted-text",
+                          description="targeted-text, general-text, images or digits.")
+    pool_size: int = Field(default=3000, description="Examples in the demo pool.")
+    target_size: int = Field(default=40, description="Examples in the demo target set.")
+    test_size: int = Field(default=0, description="Cap on demo test examples; 0 keeps all.")
+    domain: str = Field(default="sci", description="Target domain of targeted-text.")
+    seed: int = Field(default=0, description="Seed of the demo sampling.")
+    pool_path: str | None = Field(default=None, description="Your pool file (overrides demo).")
+    target_path: str | None = Field(default=None, description="Your target set file.")
+    test_path: str | None = Field(default=None, description="Your test split file.")
+
+
+@dg.multi_asset(
+    outs={name: dg.AssetOut(kinds={"parquet"}, group_name="data") for name in SPLITS},
+    description="Validated pool, target set and test split in the data contract.",
+)
+def splits(config: SplitsConfig, artifacts: ArtifactStore, catalog: CatalogResource):
+    pools = _user_splits(config) if config.pool_path else _demo_splits(config)
+    for name, role, pool in zip(SPLITS, ("pool", "target", "test"), pools, strict=True):
+        path = artifacts.path("splits", pool.content_hash[:16], f"{role}.parquet")
+        write_parquet(path, pool.table)
+        catalog.catalog().record_pool(pool, role)
+        metadata = {"rows": len(pool), "input": pool.input_column, "path": str(path),
+                    "pool_id": pool.content_hash}
+        if pool.has_labels:
+            metadata["labels"] = md.histogram(pool.labels)
+        yield dg.Output(str(path), output_name=name, metadata=metadata)
+
+
+def _demo_splits(config: SplitsConfig) -> list[Pool]:
+    tables = build_scenario(ScenarioConfig(config.scenario, config.pool_size, config.target_size,
+                                           config.test_size, config.domain, config.seed))
+    return [validate_table(t, source=f"{config.scenario}:{role}")
+            for role, t in zip(("pool", "target", "test"), (tables.pool, tables.target,
+                                                            tables.test), strict=True)]
+
+
+def _user_splits(config: SplitsConfig) -> list[Pool]:
+    if not (config.target_path and config.test_path):
+        raise dg.Failure("config 'pool_path' needs 'target_path' and 'test_path' too")
+    return [load_pool(config.pool_path, role="pool"),
+            load_pool(config.target_path, role="target"),
+            load_pool(config.test_path, role="test")]

@@ -1,0 +1,1 @@
+"""Dagster Definitions for the curation pipeline."""

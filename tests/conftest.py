@@ -1,0 +1,51 @@
+"""Shared fixtures: every test writes under tmp_path; nothing touches the network or $HOME."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh CURATION_HOME and DAGSTER_HOME (telemetry off) for one test."""
+    curation_home = tmp_path / "curation_home"
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("CURATION_HOME", str(curation_home))
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def digits_splits(tmp_path_factory: pytest.TempPathFactory):
+    """A small real scenario (scikit-learn 8x8 digits): pool 400, target 30."""
+    from curation.demo_data import ScenarioConfig, write_scenario
+
+    return write_scenario(ScenarioConfig("digits", pool_size=400, target_size=30, test_size=300),
+                          tmp_path_factory.mktemp("digits"))
+
+
+def tiny_run_config(scenario: str = "digits", methods=("random", "less", "gtp")) -> dict:
+    """Run config for the whole asset graph on tiny real data (seconds, not minutes)."""
+    sizes = {"digits": (300, 20, 200), "targeted-text": (200, 16, 120)}[scenario]
+    dims = {"dim": 64, "shard_size": 128}
+    return {"ops": {
+        "splits": {"config": {"scenario": scenario, "pool_size": sizes[0],
+                              "target_size": sizes[1], "test_size": sizes[2]}},
+        "warmup_proxy": {"config": {"kind": "mlp" if scenario == "digits" else "linear",
+                                    "hidden": 32, "fraction": 0.1}},
+        "gradient_datastore": {"config": dims},
+        "target_gradients": {"config": dims},
+        "scored_subsets": {"config": {"methods": list(methods), "budgets": [0.05, 0.1],
+                                      "random_seeds": [0, 1]}},
+    }}
