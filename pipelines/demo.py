@@ -17,8 +17,9 @@ def run(run_config: dict | None = None, instance: dg.DagsterInstance | None = No
     """Execute ``demo_job`` and return the evaluation records."""
     job = defs.resolve_job_def("demo_job")
     instance = instance or dg.DagsterInstance.get()
-    result = job.execute_in_process(run_config=run_config or {}, instance=instance,
-                                    raise_on_error=False)
+    # Step-level INFO logs show progress; DEBUG event lines would bury the table.
+    config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
+    result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
     if not result.success:
         failure = next((e for e in result.all_events if e.is_failure), None)
         message = failure.message if failure else "unknown failure"

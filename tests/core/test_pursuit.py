@@ -139,6 +139,22 @@ def test_float16_memmap_and_blocks(tmp_path) -> None:
             np.testing.assert_array_equal(part.correlations, whole.correlations)
 
 
+def test_parallel_and_serial_kernels_agree(monkeypatch) -> None:
+    import curation.pursuit as mod
+
+    rng = np.random.default_rng(2)
+    atoms = rng.standard_normal((500, 48)).astype(np.float32)
+    target = atoms[:4].astype(np.float64).sum(axis=0) + 0.1 * rng.standard_normal(48)
+    for kind in (atoms, atoms.astype(np.float16), atoms.astype(np.float64)):
+        serial = pursuit(kind, target, 20)
+        monkeypatch.setattr(mod, "_PARALLEL_MIN_SIZE", 0)
+        parallel = pursuit(kind, target, 20)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(parallel.indices, serial.indices)
+        np.testing.assert_array_equal(parallel.correlations, serial.correlations)
+        np.testing.assert_array_equal(parallel.weights, serial.weights)
+
+
 def test_non_contiguous_atoms() -> None:
     atoms, target, k = _case(5)
     fortran = np.asfortranarray(atoms)

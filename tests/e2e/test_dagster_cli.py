@@ -1,0 +1,77 @@
+"""Dagster's own entry points against our code location: materialize and the dev server."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, tiny_run_config
+
+BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+
+
+def _env(home: Path) -> dict:
+    return {**os.environ, "CURATION_HOME": str(home / "curation_home"),
+            "DAGSTER_HOME": str(home / "dagster_home"), "DAGSTER_DISABLE_TELEMETRY": "1"}
+
+
+def test_asset_materialize_with_select_strings(home):
+    """`--select '*'` goes through Dagster's antlr4 selection parser (needs antlr4 4.13)."""
+    config = home / "run.yaml"
+    config.write_text(yaml.safe_dump(tiny_run_config("digits", methods=("random", "gtp"))))
+    for selection in ("*", 'key:"raw_pool"+'):
+        result = subprocess.run(
+            [str(BIN / "dagster"), "asset", "materialize", "-m", "pipelines.definitions",
+             "--select", selection, "-c", str(config)],
+            cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "RUN_SUCCESS" in result.stderr + result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_dagster_dev_serves_the_asset_graph_on_loopback(home):
+    port = _free_port()
+    # Its own process group, so the webserver and code server stop together.
+    process = subprocess.Popen(
+        [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO, env=_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        keys = None
+        while time.monotonic() < deadline and keys is None:
+            try:
+                data = _graphql(port, "{ assetNodes { assetKey { path } } }")
+                nodes = data.get("data", {}).get("assetNodes") or []
+                keys = {"/".join(n["assetKey"]["path"]) for n in nodes} or None
+            except OSError:
+                time.sleep(1)
+        assert keys is not None, "dagster dev did not answer within 180 s"
+        assert {"raw_pool", "gradient_datastore", "scored_subsets", "subset_evaluation"} <= keys
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail("dagster dev ignored SIGTERM")
