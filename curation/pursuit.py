@@ -22,9 +22,11 @@ the Cholesky factor of the active Gram matrix ``G = A_S A_S^T`` is updated incre
 
 float16 atoms (e.g. a float16 ``np.memmap`` larger than memory) are read as raw uint16 and
 converted to float32 inside the kernel, bit-exactly; no float32 copy of the matrix or of a block
-is made. Measured on a 20000 x 1024 pass: 2.3 ms, against 48 ms converting blocks with
-``astype`` in Python and 7.5 ms through a 65536-entry lookup table (float32 input: 2.8 ms; when
-the pass is memory-bound, half the bytes win).
+is made. Measured on one 20000 x 1024 pass (2 cores): 2.3-3 ms, against 48 ms converting blocks
+with ``astype`` in Python and 7.5 ms through a 65536-entry lookup table; float32 input takes
+2-2.8 ms. Blocks under ``_PARALLEL_MIN_SIZE`` elements are scored on one thread. On a machine
+whose cores are busy with other work, fork/join costs milliseconds per parallel pass; there set
+``NUMBA_NUM_THREADS=1`` or ``OMP_WAIT_POLICY=PASSIVE``.
 
 Termination: the number of picks (each one a pass over the atoms) is capped at ``2 * k + 10``
 and each refit at ``3 * k + 30`` Lawson-Hanson iterations. An atom numerically in the span of
@@ -50,7 +52,7 @@ _DUAL_TOL = 1e-10
 _F16_CHUNK = 64
 # Blocks with fewer elements are scored on one thread: below this, the fork/join of a parallel
 # region costs more than it saves (and much more when the cores are shared).
-_PARALLEL_MIN_SIZE = 1 << 21
+_PARALLEL_MIN_SIZE = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -83,20 +85,20 @@ def _dot_float(row, r):
 
 
 @numba.njit(cache=True, fastmath=True)
-def _dot_half(row, r, bits, sign):
+def _dot_half(row, r, bits):
     """``_dot_float`` of a float16 row given as uint16 bit patterns (finite values)."""
     d = row.shape[0]
     for j in range(d):
         h = np.uint32(row[j])
-        # Exponent and mantissa moved to their float32 places read as value * 2^-112, exact for
-        # normal and subnormal halves; the multiply by 2^112 below is exact too.
-        bits[j] = (h & np.uint32(0x7FFF)) << np.uint32(13)
-        sign[j] = np.float32(1.0) - np.float32(2.0) * np.float32(h >> np.uint32(15))
-    mag = bits.view(np.float32)
+        # Sign, exponent and mantissa moved to their float32 places: read as float32 this is
+        # value * 2^-112, exactly, for normal and subnormal halves; * 2^112 below is exact too.
+        bits[j] = ((h & np.uint32(0x8000)) << np.uint32(16)) \
+            | ((h & np.uint32(0x7FFF)) << np.uint32(13))
+    scaled = bits.view(np.float32)
     magic = np.float32(2.0**112)
     acc = 0.0
     for j in range(d):
-        acc += np.float64(mag[j] * magic * sign[j]) * r[j]
+        acc += np.float64(scaled[j] * magic) * r[j]
     return acc
 
 
@@ -121,9 +123,8 @@ def _scores_half(block, r, inv_norms, out):
     nchunks = (n + _F16_CHUNK - 1) // _F16_CHUNK
     for c in prange(nchunks):
         bits = np.empty(d, np.uint32)
-        sign = np.empty(d, np.float32)
         for i in range(c * _F16_CHUNK, min(n, (c + 1) * _F16_CHUNK)):
-            out[i] = _dot_half(block[i], r, bits, sign) * inv_norms[i]
+            out[i] = _dot_half(block[i], r, bits) * inv_norms[i]
 
 
 @numba.njit(cache=True)
@@ -131,9 +132,8 @@ def _scores_half_serial(block, r, inv_norms, out):
     """``_scores_half`` on one thread."""
     d = block.shape[1]
     bits = np.empty(d, np.uint32)
-    sign = np.empty(d, np.float32)
     for i in range(block.shape[0]):
-        out[i] = _dot_half(block[i], r, bits, sign) * inv_norms[i]
+        out[i] = _dot_half(block[i], r, bits) * inv_norms[i]
 
 
 @numba.njit(cache=True)

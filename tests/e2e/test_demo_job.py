@@ -1,0 +1,21 @@
+"""The demo job on real text (20 Newsgroups + MiniLM embeddings), at a small size."""
+
+import dagster as dg
+
+from curation.report import accuracy_table
+from pipelines.demo import run
+from tests.conftest import tiny_run_config
+
+
+def test_demo_job_on_targeted_text(home):
+    with dg.instance_for_test(temp_dir=str(home / "dagster_home")) as instance:
+        records = run(tiny_run_config("targeted-text"), instance=instance)
+        runs = instance.get_runs()
+    assert len(runs) == 1 and runs[0].job_name == "demo_job"
+    methods = {r["method"] for r in records}
+    assert methods == {"random", "less", "gtp", "full"}
+    full = next(r for r in records if r["method"] == "full")
+    # 200 real documents of 20 groups, scored on sci.* test documents: far above chance (0.05).
+    assert full["n_selected"] == 200 and full["test_accuracy"] > 0.3
+    table = accuracy_table(records)
+    assert table.splitlines()[0].split("|")[1].strip() == "method" and "gtp" in table
