@@ -1,6 +1,9 @@
 """scored_subsets: every configured selector at every budget, with lineage, into the catalog."""
 
+import functools
+
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
@@ -11,13 +14,14 @@ from curation.errors import CurationError
 from curation.io import write_json, write_parquet
 from curation.lineage import selection_lineage
 from curation.pool import load_pool
+from curation.proxy import load_proxy, predict_probabilities
 from curation.selectors import SELECTORS, SelectionInputs, make_selector
 from resources import ArtifactStore, CatalogResource
 
 
 class SelectionConfig(dg.Config):
-    methods: list[str] = Field(default=["random", "less", "gtp"],
-                               description="Selectors to run (random, less, gtp).")
+    methods: list[str] = Field(default=["random", "less", "el2n", "gtp"],
+                               description="Selectors to run (random, less, el2n, gtp).")
     budgets: list[float] = Field(default=[0.01, 0.05, 0.1],
                                  description="Budgets: fractions of the pool (<1) or counts.")
     random_seeds: list[int] = Field(default=[0, 1, 2],
@@ -33,14 +37,18 @@ class SelectionConfig(dg.Config):
           description="Subsets chosen by each selector and budget; Parquet + lineage JSON each.")
 def scored_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
                    artifacts: ArtifactStore, catalog: CatalogResource, raw_pool: str,
-                   target_set: str, gradient_datastore: dict, target_gradients: dict,
-                   warmup_proxy: str) -> dg.Output[list[dict]]:
+                   target_set: str, model_inputs: dict, gradient_datastore: dict,
+                   target_gradients: dict, warmup_proxy: str) -> dg.Output[list[dict]]:
     pool, target = load_pool(raw_pool), load_pool(target_set)
     selectors = [make_selector(m, seed=s) if m == "random" else make_selector(m)
                  for m in config.methods
                  for s in (config.random_seeds if m == "random" else [None])]
-    inputs = SelectionInputs(pool.ids, lambda kind: _store(gradient_datastore, kind),
-                             lambda kind: _store(target_gradients, kind))
+    inputs = SelectionInputs(
+        pool.ids, lambda kind: _store(gradient_datastore, kind),
+        lambda kind: _store(target_gradients, kind),
+        functools.cache(lambda: (
+            predict_probabilities(load_proxy(warmup_proxy), np.load(model_inputs["pool"])),
+            pool.labels)))
     records = []
     for selector in selectors:
         for budget in config.budgets:

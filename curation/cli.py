@@ -62,7 +62,7 @@ def demo_data(
 @app.command()
 def select(
     pool: Annotated[Path, typer.Option(help="Pool: Parquet, datasets directory, json/csv.")],
-    method: Annotated[str, typer.Option(help="Selector: random, less, gtp.")],
+    method: Annotated[str, typer.Option(help="Selector: random, less, el2n, gtp.")],
     budget: Annotated[float, typer.Option(help="Fraction of the pool (<1) or a count.")],
     out: Annotated[Path, typer.Option(help="Selection Parquet to write (lineage JSON beside).")],
     target: Annotated[Path | None, typer.Option(help="Target set (needed by less, gtp).")]

@@ -199,3 +199,16 @@ def parameter_names(model: nn.Module, which: str | Sequence[str] = "all") -> lis
     if unknown:
         raise CurationError(f"unknown parameter names {unknown}; the model has {names}")
     return list(which)
+
+
+def predict_probabilities(proxy: Proxy, inputs: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Softmax outputs of every checkpoint on ``inputs``: shape (checkpoints, n, classes)."""
+    x = torch.from_numpy(np.array(inputs, dtype=np.float32))
+    out = np.empty((len(proxy.checkpoints), len(x), proxy.n_classes), dtype=np.float32)
+    with torch.no_grad():
+        for c, ckpt in enumerate(proxy.checkpoints):
+            model = proxy.load_model(ckpt)
+            for start in range(0, len(x), batch_size):
+                logits = model(x[start:start + batch_size])
+                out[c, start:start + len(logits)] = torch.softmax(logits, dim=1).numpy()
+    return out

@@ -7,6 +7,7 @@ their inputs and config), so re-running with the same data and config reuses the
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -17,7 +18,14 @@ from curation.embed import input_matrix
 from curation.errors import CurationError
 from curation.lineage import config_hash, selection_lineage
 from curation.pool import Pool
-from curation.proxy import Proxy, ProxySpec, WarmupConfig, load_proxy, warmup
+from curation.proxy import (
+    Proxy,
+    ProxySpec,
+    WarmupConfig,
+    load_proxy,
+    predict_probabilities,
+    warmup,
+)
 from curation.selectors import Selection, SelectionInputs, Selector
 
 
@@ -66,16 +74,18 @@ def run_selection(pool: Pool, target: Pool | None, selector: Selector, budget: f
         raise CurationError(f"selector {selector.name!r} needs a target set (--target)")
     stores: dict[tuple[str, str], GradientStore] = {}
     proxy = None
-    if "gradients" in selector.needs:
+    inputs = SelectionInputs(pool.ids)
+    if {"gradients", "proxy"} & set(selector.needs):
         cache = work_dir / "embeddings"
         pool_x = input_matrix(pool, cache, progress)
-        target_x = input_matrix(target, cache, progress)
-        if pool_x.shape[1] != target_x.shape[1]:
+        splits = [pool] if target is None else [pool, target]
+        proxy = cached_proxy(work_dir, pool.content_hash, pool_x, pool.labels,
+                             n_classes_of(*splits), settings)
+        target_x = None if target is None else input_matrix(target, cache, progress)
+        if target_x is not None and pool_x.shape[1] != target_x.shape[1]:
             raise CurationError(
                 f"target inputs have {target_x.shape[1]} dims but the pool has {pool_x.shape[1]}"
             )
-        proxy = cached_proxy(work_dir, pool.content_hash, pool_x, pool.labels,
-                             n_classes_of(pool, target), settings)
 
         def store(split: str, kind: str) -> GradientStore:
             if (split, kind) not in stores:
@@ -86,9 +96,9 @@ def run_selection(pool: Pool, target: Pool | None, selector: Selector, budget: f
             return stores[split, kind]
 
         inputs = SelectionInputs(pool.ids, lambda kind: store("pool", kind),
-                                 lambda kind: store("target", kind))
-    else:
-        inputs = SelectionInputs(pool.ids)
+                                 lambda kind: store("target", kind),
+                                 functools.cache(lambda: (predict_probabilities(proxy, pool_x),
+                                                          pool.labels)))
     selection = selector.select(inputs, budget)
     pool_store = next((s for (split, _), s in stores.items() if split == "pool"), None)
     lineage = selection_lineage(

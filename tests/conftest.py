@@ -35,7 +35,7 @@ def digits_splits(tmp_path_factory: pytest.TempPathFactory):
                           tmp_path_factory.mktemp("digits"))
 
 
-def tiny_run_config(scenario: str = "digits", methods=("random", "less", "gtp")) -> dict:
+def tiny_run_config(scenario: str = "digits", methods=("random", "less", "el2n", "gtp")) -> dict:
     """Run config for the whole asset graph on tiny real data (seconds, not minutes)."""
     sizes = {"digits": (300, 20, 200), "targeted-text": (200, 16, 120)}[scenario]
     dims = {"dim": 64, "shard_size": 128}

@@ -2,6 +2,7 @@
 
 - ``random``: uniform random subset (baseline).
 - ``less``: top-k gradient cosine similarity to the target examples (LESS baseline).
+- ``el2n``: loss-based: the examples the proxy finds hardest (EL2N or cross-entropy).
 - ``gtp``: Gradient Trajectory Pursuit, joint non-negative pursuit (the flagship).
 """
 
@@ -11,12 +12,13 @@ import dataclasses
 
 from curation.errors import CurationError
 from curation.selectors.base import Selection, SelectionInputs, Selector, resolve_budget
+from curation.selectors.el2n import El2nSelector
 from curation.selectors.gtp import GTPSelector
 from curation.selectors.less import LessSelector
 from curation.selectors.random import RandomSelector
 
 SELECTORS: dict[str, type[Selector]] = {
-    cls.name: cls for cls in (RandomSelector, LessSelector, GTPSelector)
+    cls.name: cls for cls in (RandomSelector, LessSelector, El2nSelector, GTPSelector)
 }
 
 

@@ -21,16 +21,24 @@ from curation.errors import CurationError
 
 @dataclass(frozen=True)
 class SelectionInputs:
-    """What a selector may read: pool ids, gradient stores by feature kind, target gradients."""
+    """What a selector may read, each built only when asked: pool gradient stores by feature
+    kind, target gradient stores, and the proxy's (probabilities, labels) on the pool."""
 
     ids: np.ndarray
     pool_gradients: Callable[[str], GradientStore] | None = None
     target_gradients: Callable[[str], GradientStore] | None = None
+    proxy_predictions: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
 
     def pool_store(self, kind: str) -> GradientStore:
         if self.pool_gradients is None:
             raise CurationError("this selector needs a gradient datastore of the pool")
         return self.pool_gradients(kind)
+
+    def proxy_outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities of shape (checkpoints, n, classes), labels of shape (n,))."""
+        if self.proxy_predictions is None:
+            raise CurationError("this selector needs the trained proxy's predictions")
+        return self.proxy_predictions()
 
     def target_store(self, kind: str) -> GradientStore:
         if self.target_gradients is None:
@@ -65,7 +73,8 @@ class Selector(ABC):
     """Base class: subclasses declare ``name``, ``needs`` and implement ``_select``."""
 
     name: ClassVar[str]
-    # Which inputs the selector reads, so callers build only those: "gradients", "target".
+    # Which inputs the selector reads, so callers build only those: "gradients", "target",
+    # "proxy".
     needs: ClassVar[tuple[str, ...]] = ()
 
     def config(self) -> dict:

@@ -34,4 +34,4 @@ def test_list_choices_are_validated_by_name():
         SelectionConfig(methods=["random", "magic"])
     with pytest.raises(ValidationError, match="kinds"):
         DatastoreConfig(kinds=[])
-    assert SelectionConfig().methods == ["random", "less", "gtp"]
+    assert SelectionConfig().methods == ["random", "less", "el2n", "gtp"]

@@ -22,8 +22,8 @@ def test_whole_graph_materializes_on_tiny_real_data(home):
     result = _materialize(home, tiny_run_config("digits"))
     assert result.success
     subsets = result.output_for_node("scored_subsets")
-    # random x 2 seeds + less + gtp, at two budgets each
-    assert len(subsets) == (2 + 1 + 1) * 2
+    # random x 2 seeds + less + el2n + gtp, at two budgets each
+    assert len(subsets) == (2 + 1 + 1 + 1) * 2
     for subset in subsets:
         table = pq.read_table(subset["path"])
         assert table.num_rows == subset["k"] == round(subset["budget"] * 300)
@@ -39,7 +39,7 @@ def test_whole_graph_materializes_on_tiny_real_data(home):
         "SELECT (SELECT count(*) FROM examples) AS examples, "
         "(SELECT count(*) FROM selections) AS selections, "
         "(SELECT count(*) FROM evaluations) AS evaluations").to_pylist()[0]
-    assert counts == {"examples": 300 + 20 + 200, "selections": 8, "evaluations": 8}
+    assert counts == {"examples": 300 + 20 + 200, "selections": 10, "evaluations": 10}
 
     materializations = {
         e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata

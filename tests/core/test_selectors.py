@@ -88,3 +88,25 @@ def test_gtp_skips_duplicates_that_less_picks(tmp_path):
     assert gtp.info["relative_residual"] < 0.2
     again = make_selector("gtp").select(inputs, 10)
     assert list(again.indices) == list(gtp.indices)
+
+
+def test_el2n_and_loss_scores_match_hand_computation():
+    from curation.selectors.el2n import difficulty
+
+    probs = np.array([[[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]],
+                      [[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]]], dtype=np.float32)
+    labels = np.array([0, 0, 1])
+    el2n = difficulty(probs, labels, "el2n")
+    expected = [np.mean([np.hypot(0.3, 0.3), np.hypot(0.1, 0.1)]),
+                np.mean([np.hypot(0.8, 0.8), np.hypot(0.6, 0.6)]),
+                np.hypot(0.5, 0.5)]
+    np.testing.assert_allclose(el2n, expected, rtol=1e-6)
+    loss = difficulty(probs, labels, "loss")
+    np.testing.assert_allclose(loss, [-np.mean(np.log([0.7, 0.9])), -np.mean(np.log([0.2, 0.4])),
+                                      -np.log(0.5)], rtol=1e-6)
+    inputs = SelectionInputs(np.array(["a", "b", "c"], dtype=object),
+                             proxy_predictions=lambda: (probs, labels))
+    assert list(make_selector("el2n").select(inputs, 2).ids) == ["b", "c"]
+    assert list(make_selector("el2n", keep="easy").select(inputs, 1).ids) == ["a"]
+    with pytest.raises(CurationError, match="needs the trained proxy"):
+        make_selector("el2n").select(SelectionInputs(inputs.ids), 1)

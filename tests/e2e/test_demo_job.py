@@ -13,7 +13,7 @@ def test_demo_job_on_targeted_text(home):
         runs = instance.get_runs()
     assert len(runs) == 1 and runs[0].job_name == "demo_job"
     methods = {r["method"] for r in records}
-    assert methods == {"random", "less", "gtp", "full"}
+    assert methods == {"random", "less", "el2n", "gtp", "full"}
     full = next(r for r in records if r["method"] == "full")
     # 200 real documents of 20 groups, scored on sci.* test documents: far above chance (0.05).
     assert full["n_selected"] == 200 and full["test_accuracy"] > 0.3
