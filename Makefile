@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export CURATION_HOME ?= $(CURDIR)/.curation
 
-.PHONY: install demo test lint ui materialize bench clean
+.PHONY: install demo test lint ui materialize bench bench-quality clean
 
 install: $(STAMP)
 
@@ -52,6 +52,14 @@ materialize: install $(DAGSTER_HOME)/dagster.yaml
 
 bench: install
 	$(BIN)/python benchmarks/bench_pursuit.py
+
+# Selection quality on real data: four scenarios, budgets 1/5/10%, 3 seeds (~20 min on 2 cores).
+QUALITY := benchmarks/results
+bench-quality: install
+	$(BIN)/curation benchmark --scenario targeted-text --out $(QUALITY)/targeted-text
+	$(BIN)/curation benchmark --scenario general-text --test-size 2000 --out $(QUALITY)/general-text
+	$(BIN)/curation benchmark --scenario noisy-text --out $(QUALITY)/noisy-text
+	$(BIN)/curation benchmark --scenario images --out $(QUALITY)/images
 
 clean:
 	rm -rf $(VENV) .curation .dagster_home

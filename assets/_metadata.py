@@ -28,6 +28,13 @@ def plot(figure) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![plot](data:image/png;base64,{encoded})")
 
 
+def plot_file(path) -> dg.MetadataValue:
+    """A PNG file on disk as an inline image in Markdown."""
+    with open(path, "rb") as f:
+        encoded = base64.b64encode(f.read()).decode()
+    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{encoded})")
+
+
 def figure(width: float = 6.0, height: float = 3.5):
     import matplotlib
 

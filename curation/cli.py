@@ -147,6 +147,68 @@ def evaluate(
                   f"over seeds {seed_list} ({result.n_train} training examples)")
 
 
+@app.command()
+def benchmark(
+    out: Annotated[Path, typer.Option(help="Directory for results.json, summary.md, plot.png.")],
+    scenario: Annotated[str | None, typer.Option(
+        help="Demo scenario instead of files: targeted-text, general-text, noisy-text, images.")]
+    = None,
+    pool: Annotated[Path | None, typer.Option(help="Pool file (without --scenario).")] = None,
+    test: Annotated[Path | None, typer.Option(help="Test split (without --scenario).")] = None,
+    target: Annotated[Path | None, typer.Option(help="Target set (without --scenario).")]
+    = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated selectors.")]
+    = "random,less,el2n,gtp",
+    budgets: Annotated[str, typer.Option(help="Comma-separated budgets (fractions or counts).")]
+    = "0.01,0.05,0.1",
+    seeds: Annotated[str, typer.Option(help="A count N (seeds 0..N-1) or a list like 0,4,7.")]
+    = "3",
+    pool_size: Annotated[int, typer.Option(help="Pool size of a --scenario.")] = 3000,
+    test_size: Annotated[int, typer.Option(help="Cap on test rows of a --scenario (0: all).")]
+    = 0,
+    proxy: Annotated[str, typer.Option(help="Proxy kind: linear or mlp.")] = "linear",
+    checkpoints: Annotated[int, typer.Option(help="Proxy checkpoints.")] = 4,
+    dim: Annotated[int, typer.Option(help="Projection dimension per checkpoint.")] = 1024,
+    use_weights: Annotated[bool, typer.Option(help="Train on selector weights.")] = False,
+    work_dir: Annotated[Path | None, typer.Option(help="Cache for embeddings, proxies, stores.")]
+    = None,
+) -> None:
+    """Compare selectors: methods x budgets x seeds, each subset trained fresh and tested."""
+    from curation.benchmark import BenchmarkConfig, run_benchmark, write_report
+    from curation.datastore import DatastoreSpec
+    from curation.demo_data import ScenarioConfig, write_scenario
+    from curation.evaluate import EvalConfig
+    from curation.pool import load_pool
+    from curation.proxy import ProxySpec, WarmupConfig
+    from curation.workflow import GradientSettings
+
+    with user_errors():
+        if scenario is not None:
+            if pool or test or target:
+                raise CurationError("give either --scenario or --pool/--test/--target, not both")
+            paths = write_scenario(
+                ScenarioConfig(scenario, pool_size=pool_size, test_size=test_size), out / "data")
+            pool, test, target = paths.pool, paths.test, paths.target
+        elif pool is None or test is None:
+            raise CurationError("--pool and --test are required without --scenario")
+        config = BenchmarkConfig(
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            budgets=tuple(_parse_floats(budgets, "--budgets")),
+            seeds=tuple(_parse_seed_count(seeds)),
+            settings=GradientSettings(
+                ProxySpec(proxy), WarmupConfig(epochs=max(4, checkpoints), checkpoints=checkpoints),
+                DatastoreSpec(dim=dim)),
+            evaluation=EvalConfig(seeds=(0,), use_weights=use_weights))
+        pool_data = load_pool(pool, role="pool")
+        target_data = load_pool(target, role="target") if target else None
+        config.validate(len(pool_data), target_data is not None)
+        records = run_benchmark(pool_data, load_pool(test, role="test"), target_data, config,
+                                work_dir or default_home() / "work")
+        report = write_report(records, out, title=scenario or "")
+    console.print(report["table"])
+    console.print(f"results -> {report['results']}, plot -> {report['plot']}")
+
+
 @catalog_app.command("query")
 def catalog_query(
     sql: Annotated[str, typer.Argument(help="Read-only SQL over the catalog tables.")],
@@ -161,6 +223,23 @@ def catalog_query(
     for row in result.to_pylist():
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)
+
+
+def _parse_floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CurationError(f"{option} must be comma-separated numbers, got {text!r}") from None
+
+
+def _parse_seed_count(text: str) -> list[int]:
+    """``3`` means seeds 0, 1, 2; ``0,4,7`` means exactly those seeds."""
+    seeds = _parse_seeds(text)
+    if len(seeds) == 1 and "," not in text:
+        if seeds[0] < 1:
+            raise CurationError(f"--seeds count must be at least 1, got {seeds[0]}")
+        return list(range(seeds[0]))
+    return seeds
 
 
 def _parse_seeds(text: str) -> list[int]:

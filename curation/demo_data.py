@@ -11,6 +11,9 @@ Scenarios:
   labelled documents of one top-level domain (default ``sci``); test = that domain's test
   documents. The analogue of targeted instruction tuning.
 - ``general-text``: same pool; target and test = random samples of every group.
+- ``noisy-text``: ``targeted-text`` with 30% of the pool replaced by near-duplicates of other
+  pool documents (3 copies per source, each dropping ~10% of its words; column
+  ``duplicate_of``) and 10% of the pool given a wrong label (column ``label_noise``).
 - ``images``: MNIST pool; target = a random labelled sample; test = held-out digits.
 - ``digits``: the same on scikit-learn's 8x8 digits.
 """
@@ -29,7 +32,9 @@ from curation.errors import CurationError
 from curation.io import write_parquet
 from curation.pool import features_table
 
-SCENARIOS = ("targeted-text", "general-text", "images", "digits")
+SCENARIOS = ("targeted-text", "general-text", "noisy-text", "images", "digits")
+# noisy-text: the share of the pool replaced by near-duplicates, copies per source, label noise.
+DUPLICATE_FRACTION, COPIES_PER_SOURCE, LABEL_NOISE = 0.3, 3, 0.1
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ def _text_scenario(config: ScenarioConfig, rng: np.random.Generator) -> SplitTab
     order = rng.permutation(len(train))
     pool_idx = order[: config.pool_size]
     rest = train.iloc[order[config.pool_size:]]
-    if config.name == "targeted-text":
+    if config.name in ("targeted-text", "noisy-text"):
         if config.domain not in set(train["domain"]):
             raise CurationError(
                 f"unknown domain {config.domain!r}; expected one of {sorted(set(train['domain']))}"
@@ -126,7 +131,33 @@ def _text_scenario(config: ScenarioConfig, rng: np.random.Generator) -> SplitTab
     target = rest.iloc[: config.target_size]
     if config.test_size:
         test = test.iloc[np.sort(rng.permutation(len(test))[: config.test_size])]
-    return SplitTables(*(_text_table(f) for f in (train.iloc[pool_idx], target, test)))
+    pool = train.iloc[pool_idx]
+    if config.name == "noisy-text":
+        pool = _corrupt(pool, rng)
+    return SplitTables(*(_text_table(f) for f in (pool, target, test)))
+
+
+def _corrupt(pool: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """Replace a share of ``pool`` by near-duplicates of other rows, then flip some labels."""
+    pool = pool.reset_index(drop=True).assign(duplicate_of=None, label_noise=False)
+    n_sources = int(round(DUPLICATE_FRACTION * len(pool) / COPIES_PER_SOURCE))
+    order = rng.permutation(len(pool))
+    sources = order[:n_sources]
+    replaced = order[n_sources:n_sources + n_sources * COPIES_PER_SOURCE]
+    for slot, source in zip(replaced, np.repeat(sources, COPIES_PER_SOURCE), strict=True):
+        row = pool.loc[source].copy()
+        words = row["text"].split()
+        keep = rng.random(len(words)) > 0.1
+        row["text"] = " ".join(w for w, k in zip(words, keep, strict=True) if k) or row["text"]
+        row["duplicate_of"] = pool.loc[source, "id"]
+        row["id"] = f"{row['duplicate_of']}-dup{slot}"
+        pool.loc[slot] = row
+    n_classes = int(pool["label"].max()) + 1
+    noisy = rng.choice(len(pool), size=int(round(LABEL_NOISE * len(pool))), replace=False)
+    shift = rng.integers(1, n_classes, size=len(noisy))
+    pool.loc[noisy, "label"] = (pool.loc[noisy, "label"].to_numpy() + shift) % n_classes
+    pool.loc[noisy, "label_noise"] = True
+    return pool
 
 
 def _text_table(frame: pd.DataFrame) -> pa.Table:

@@ -20,7 +20,7 @@ def accuracy_table(records: Sequence[dict], metric: str = "test_accuracy") -> st
     summary["cell"] = [f"{m:.3f} ± {s:.3f}" if c > 1 else f"{m:.3f}"
                        for m, s, c in zip(summary["mean"], summary["std"], summary["count"],
                                           strict=True)]
-    methods = list(dict.fromkeys(summary["method"]))
+    methods = sorted(dict.fromkeys(summary["method"]), key=lambda m: m == "full")
     wide = summary.pivot(index="method", columns="budget", values="cell").reindex(methods)
     wide.columns = [_budget_label(b) for b in wide.columns]
     return wide.fillna("").reset_index().to_markdown(index=False)

@@ -48,4 +48,6 @@ def tiny_run_config(scenario: str = "digits", methods=("random", "less", "el2n",
         "target_gradients": {"config": dims},
         "scored_subsets": {"config": {"methods": list(methods), "budgets": [0.05, 0.1],
                                       "random_seeds": [0, 1]}},
+        "benchmark_report": {"config": {"methods": ["random", "gtp"], "budgets": [0.1],
+                                        "seeds": [0], "dim": 64}},
     }}

@@ -9,8 +9,12 @@ from pipelines.definitions import ALL_ASSETS
 from resources import ArtifactStore, CatalogResource
 from tests.conftest import tiny_run_config
 
+WITHOUT_BENCHMARK = dg.AssetSelection.all() - dg.AssetSelection.assets("benchmark_report")
+
 
 def _materialize(home: Path, run_config: dict, **kwargs) -> dg.ExecuteInProcessResult:
+    if kwargs.get("selection") is WITHOUT_BENCHMARK:
+        run_config["ops"].pop("benchmark_report", None)
     resources = {"artifacts": ArtifactStore(root=str(home / "artifacts")),
                  "catalog": CatalogResource(path=str(home / "catalog.duckdb"))}
     with dg.instance_for_test(temp_dir=str(home / "dagster_home")) as instance:
@@ -48,12 +52,17 @@ def test_whole_graph_materializes_on_tiny_real_data(home):
     assert "labels" in materializations["raw_pool"]
     assert "gradient_norms" in materializations["gradient_datastore"]
     assert "| method" in materializations["subset_evaluation"]["accuracy"].value
+    report = materializations["benchmark_report"]
+    assert report["runs"].value == 3  # full + random + gtp, one seed, one budget
+    assert report["plot"].value.startswith("![plot](data:image/png;base64,")
 
 
 def test_rematerializing_reproduces_the_same_selections(home):
     config = tiny_run_config("digits", methods=("random", "gtp"))
-    first = _materialize(home, config).output_for_node("scored_subsets")
-    second = _materialize(home, config).output_for_node("scored_subsets")
+    first = _materialize(home, config, selection=WITHOUT_BENCHMARK).output_for_node(
+        "scored_subsets")
+    second = _materialize(home, config, selection=WITHOUT_BENCHMARK).output_for_node(
+        "scored_subsets")
     for a, b in zip(first, second, strict=True):
         assert a["selection_id"] == b["selection_id"]
         assert pq.read_table(a["path"]).column("id") == pq.read_table(b["path"]).column("id")
@@ -62,7 +71,7 @@ def test_rematerializing_reproduces_the_same_selections(home):
 def test_selector_missing_its_store_fails_clearly(home):
     config = tiny_run_config("digits", methods=("less",))
     config["ops"]["gradient_datastore"]["config"]["kinds"] = ["sgd"]
-    result = _materialize(home, config, raise_on_error=False)
+    result = _materialize(home, config, raise_on_error=False, selection=WITHOUT_BENCHMARK)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "no 'adam' gradient store" in str(failure.step_failure_data.error)

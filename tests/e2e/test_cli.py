@@ -114,3 +114,23 @@ def test_selector_needing_a_target_says_so(home, digits_splits):
     result = run("select", "--pool", digits_splits.pool, "--method", "gtp", "--budget", "0.1",
                  "--out", home / "x.parquet", env_home=home)
     assert result.returncode == 2 and "needs --target" in result.stderr
+
+
+def test_benchmark_command_writes_results_summary_and_plot(home, digits_splits):
+    out = home / "bench"
+    result = run("benchmark", "--pool", digits_splits.pool, "--test", digits_splits.test,
+                 "--target", digits_splits.target, "--methods", "random,el2n,gtp",
+                 "--budgets", "0.1", "--seeds", "1", "--dim", "32", "--out", out,
+                 env_home=home)
+    assert result.returncode == 0, result.stderr
+    records = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in records} == {"full", "random", "el2n", "gtp"}
+    assert (out / "plot.png").stat().st_size > 1000 and "gtp" in (out / "summary.md").read_text()
+
+
+def test_benchmark_bad_method_lists_the_valid_ones(home, digits_splits):
+    result = run("benchmark", "--pool", digits_splits.pool, "--test", digits_splits.test,
+                 "--methods", "random,best", "--out", home / "bench", env_home=home)
+    assert result.returncode == 2
+    assert "valid methods are ['el2n', 'gtp', 'less', 'random']" in result.stderr
+    assert not (home / "bench").exists()
