@@ -60,6 +60,7 @@ bench-quality: install
 	$(BIN)/curation benchmark --scenario general-text --test-size 2000 --out $(QUALITY)/general-text
 	$(BIN)/curation benchmark --scenario noisy-text --out $(QUALITY)/noisy-text
 	$(BIN)/curation benchmark --scenario images --out $(QUALITY)/images
+	$(BIN)/python benchmarks/quality_report.py $(QUALITY)
 
 clean:
 	rm -rf $(VENV) .curation .dagster_home
