@@ -2,17 +2,43 @@
 
 Each example's *trajectory* is its projected gradient feature at every proxy checkpoint:
 an array of shape (checkpoints, dim). Rows are written in shards of ``shard_size`` examples
-as ``shard-NNNNN.npy`` (float16 by default), each via a temp file and a rename, and a
-``manifest.json`` records shape, dtype, projection, checkpoint hashes and a sha256 per shard.
-Shards already on disk are kept, so an interrupted build resumes where it stopped.
+as ``shard-NNNNN.npy`` (float16 by default), and a ``manifest.json`` records shape, dtype,
+projection, checkpoint hashes and a sha256 per shard. Opening a store memory-maps the shards.
+
+Resume
+    A shard is written to a temp file, flushed to disk and renamed into place; only then is
+    its sha256 written beside it (``shard-NNNNN.sha256``). A build keeps a shard already on
+    disk only if that sidecar exists and matches the file, so a shard cut off by a kill (or
+    damaged since) is recomputed, never taken as complete. A shard depends only on its rows,
+    the proxy and the spec, so a resumed build is bitwise identical to an uninterrupted one.
+    ``build.json`` records what the directory holds and a build of anything else into it is
+    refused; a lock on ``.lock`` refuses two builds into one directory at once.
+
+Where shards run
+    In-process by default. With ``scheduler`` (a ``dask.distributed`` scheduler address)
+    each missing shard is one task: the worker computes it, writes the file and its sidecar
+    itself, and returns only the sha256. Workers write rather than return arrays because a
+    shard holds ``shard_size * checkpoints * dim`` values (64 MiB at the defaults) that would
+    otherwise travel to the client and sit in its memory; written in place, a finished shard
+    also survives a crash of the client. So the output directory and the proxy checkpoints
+    must be on a filesystem the workers share (a shard the client cannot see afterwards is an
+    error naming it). At most two tasks per worker thread are in flight, which bounds the
+    client's memory when the inputs are a memmap larger than memory. The bytes do not depend
+    on where a shard ran (a test compares a ``LocalCluster`` build with an in-process one);
+    the scheduler is therefore not part of the manifest or of the build claim.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -25,20 +51,22 @@ from tqdm.auto import tqdm
 from curation.errors import CurationError
 from curation.gradients import (
     FEATURE_KINDS,
-    GaussianProjector,
+    PROJECTORS,
     adam_features,
+    make_projector,
     per_example_gradients,
 )
-from curation.io import sha256_file, write_json, write_npy, write_parquet
+from curation.io import atomic_path, sha256_file, write_atomic, write_json, write_parquet
 from curation.proxy import Proxy, parameter_names
 
 FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")
+STATS_FILE = "build-stats.json"
 
 
 @dataclass(frozen=True)
 class DatastoreSpec:
-    """How gradient features are computed and stored."""
+    """How gradient features are computed and stored (everything that changes the bytes)."""
 
     kind: str = "sgd"
     dim: int = 1024
@@ -46,17 +74,46 @@ class DatastoreSpec:
     dtype: str = "float16"
     shard_size: int = 8192
     batch_size: int = 256
-    params: str = "all"
+    params: str | tuple[str, ...] = "all"
     normalize: bool = False
+    projection: str = "srht"
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
             raise CurationError(f"datastore 'kind' must be one of {FEATURE_KINDS}, got {self.kind!r}")
         if self.dtype not in DTYPES:
             raise CurationError(f"datastore 'dtype' must be one of {DTYPES}, got {self.dtype!r}")
+        if self.projection not in PROJECTORS:
+            raise CurationError(
+                f"datastore 'projection' must be one of {tuple(PROJECTORS)}, got {self.projection!r}")
         for name in ("dim", "shard_size", "batch_size"):
             if getattr(self, name) <= 0:
                 raise CurationError(f"datastore {name!r} must be positive")
+        if isinstance(self.params, str):
+            if self.params not in ("all", "last"):
+                raise CurationError(
+                    f"datastore 'params' must be 'all', 'last' or a list of parameter names, "
+                    f"got {self.params!r}")
+        elif not self.params or not all(isinstance(n, str) for n in self.params):
+            raise CurationError("datastore 'params' names must be a non-empty list of strings")
+        else:
+            object.__setattr__(self, "params", tuple(self.params))
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What one ``build_datastore`` call did: shards computed and kept, and how fast."""
+
+    computed: tuple[int, ...]
+    reused: tuple[int, ...]
+    rows_computed: int
+    seconds: float
+    scheduler: str | None = None
+
+    @property
+    def examples_per_second(self) -> float | None:
+        """Rows computed per second of this call (None if every shard was already there)."""
+        return self.rows_computed / max(self.seconds, 1e-9) if self.rows_computed else None
 
 
 @dataclass(frozen=True)
@@ -65,6 +122,7 @@ class GradientStore:
 
     directory: Path
     manifest: dict
+    report: BuildReport | None = field(default=None, compare=False)
 
     @property
     def n(self) -> int:
@@ -86,6 +144,11 @@ class GradientStore:
     def checkpoint_lrs(self) -> np.ndarray:
         return np.asarray(self.manifest["checkpoint_lrs"], dtype=np.float64)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the shard files on disk."""
+        return sum((self.directory / s["file"]).stat().st_size for s in self.manifest["shards"])
+
     @cached_property
     def ids(self) -> np.ndarray:
         table = pq.read_table(self.directory / "ids.parquet")
@@ -97,6 +160,13 @@ class GradientStore:
 
     def shards(self) -> list[np.ndarray]:
         return [self.shard(i) for i in range(len(self.manifest["shards"]))]
+
+    def mean(self) -> np.ndarray:
+        """Mean trajectory over all rows, (checkpoints, dim) in float64, streamed by shard."""
+        total = np.zeros((self.checkpoints, self.dim), dtype=np.float64)
+        for shard in self.shards():
+            total += shard.astype(np.float64).sum(axis=0)
+        return total / max(self.n, 1)
 
     def trajectories(self, checkpoint_weights: Sequence[float] | None = None,
                      dtype: str = "float32") -> np.ndarray:
@@ -115,61 +185,129 @@ class GradientStore:
             start += len(shard)
         return out
 
+    def last_build_stats(self) -> dict | None:
+        """Timing of the last build call that computed shards here (not part of the manifest)."""
+        path = self.directory / STATS_FILE
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """The manifest of the datastore in ``directory``, format checked."""
+    path = Path(directory) / "manifest.json"
+    if not path.exists():
+        raise CurationError(f"datastore manifest not found: {path}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CurationError(f"{path}: not valid JSON ({exc})") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise CurationError(f"{path}: unsupported datastore format {manifest.get('format')}")
+    return manifest
+
+
+def verify_datastore(directory: str | Path, checksums: bool = True) -> list[str]:
+    """Problems of the store in ``directory``, one line per bad shard; empty if it is sound."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    problems = []
+    for shard in manifest["shards"]:
+        path = directory / shard["file"]
+        if not path.exists():
+            problems.append(f"datastore shard missing: {path}")
+        elif checksums and sha256_file(path) != shard["sha256"]:
+            problems.append(f"datastore shard corrupted (sha256 mismatch): {path}")
+    if not (directory / "ids.parquet").exists():
+        problems.append(f"datastore ids missing: {directory / 'ids.parquet'}")
+    return problems
+
 
 def open_datastore(directory: str | Path, verify: bool = True) -> GradientStore:
     """Open a datastore; a missing or corrupted shard is an error naming the shard."""
     directory = Path(directory)
-    manifest_path = directory / "manifest.json"
-    if not manifest_path.exists():
-        raise CurationError(f"datastore manifest not found: {manifest_path}")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT_VERSION:
-        raise CurationError(f"{manifest_path}: unsupported datastore format {manifest.get('format')}")
-    for shard in manifest["shards"]:
-        path = directory / shard["file"]
-        if not path.exists():
-            raise CurationError(f"datastore shard missing: {path}")
-        if verify and sha256_file(path) != shard["sha256"]:
-            raise CurationError(f"datastore shard corrupted (sha256 mismatch): {path}")
-    return GradientStore(directory, manifest)
+    problems = verify_datastore(directory, checksums=verify)
+    if problems:
+        raise CurationError(problems[0] if len(problems) == 1 else
+                            f"{problems[0]} (and {len(problems) - 1} more problems)")
+    return GradientStore(directory, read_manifest(directory))
 
 
 def build_datastore(proxy: Proxy, inputs: np.ndarray, labels: np.ndarray, ids: Sequence[str],
                     out_dir: str | Path, spec: DatastoreSpec = DatastoreSpec(),
-                    pool_id: str = "", progress: bool = False) -> GradientStore:
-    """Compute projected gradient trajectories of every example; resume from existing shards."""
+                    pool_id: str = "", progress: bool = False,
+                    scheduler: str | None = None) -> GradientStore:
+    """Compute projected gradient trajectories of every example; resume from existing shards.
+
+    ``scheduler``: a ``dask.distributed`` scheduler address to compute the missing shards on
+    its workers (which must see ``out_dir`` and the proxy checkpoints); None computes here.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if len(inputs) != len(labels) or len(inputs) != len(ids):
         raise CurationError("datastore inputs, labels and ids must have the same length")
+    if len(inputs) == 0:
+        raise CurationError("datastore needs at least one example")
+    if np.ndim(inputs) != 2 or np.shape(inputs)[1] != proxy.in_dim:
+        raise CurationError(f"datastore inputs must be (rows, {proxy.in_dim}) for this proxy, "
+                            f"got {tuple(np.shape(inputs))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     build = {"spec": asdict(spec), "n": len(inputs), "pool_id": pool_id,
              "proxy_checkpoints": [c.sha256 for c in proxy.checkpoints]}
-    _claim_directory(out_dir, build)
-    computer = _FeatureComputer(proxy, spec)
-    bounds = [(s, min(s + spec.shard_size, len(inputs)))
-              for s in range(0, len(inputs), spec.shard_size)]
-    shards = []
-    for index, (start, stop) in enumerate(tqdm(bounds, desc="gradient shards",
-                                               disable=not progress)):
-        path = out_dir / f"shard-{index:05d}.npy"
-        expected = (stop - start, len(proxy.checkpoints), spec.dim)
-        if not _complete_shard(path, expected, spec.dtype):
-            write_npy(path, computer(inputs[start:stop], labels[start:stop]).astype(spec.dtype))
-        shards.append({"file": path.name, "rows": [start, stop], "sha256": sha256_file(path)})
-    write_parquet(out_dir / "ids.parquet", pa.table({"id": pa.array(list(ids), pa.string())}))
+    with _exclusive(out_dir):
+        _claim_directory(out_dir, build)
+        for stale in out_dir.glob(".*.tmp"):  # temp files of a killed build: never complete
+            stale.unlink()
+        computer = _FeatureComputer(proxy, spec)
+        bounds = [(s, min(s + spec.shard_size, len(inputs)))
+                  for s in range(0, len(inputs), spec.shard_size)]
+        shape = (len(proxy.checkpoints), spec.dim)
+        digests: dict[int, str] = {}
+        for index, (start, stop) in enumerate(bounds):
+            digest = _finished_shard(_shard_path(out_dir, index), (stop - start, *shape), spec.dtype)
+            if digest is not None:
+                digests[index] = digest
+        reused = tuple(sorted(digests))
+        missing = [i for i in range(len(bounds)) if i not in digests]
+        rows_missing = sum(bounds[i][1] - bounds[i][0] for i in missing)
+        with tqdm(total=len(inputs), initial=len(inputs) - rows_missing, unit="ex",
+                  desc="gradient shards", disable=not progress) as bar:
+            if scheduler is None:
+                for index in missing:
+                    start, stop = bounds[index]
+                    features = computer(inputs[start:stop], labels[start:stop], bar.update)
+                    digests[index] = _write_shard(_shard_path(out_dir, index), features, spec.dtype)
+            else:
+                digests.update(_compute_on_dask(scheduler, proxy, spec, inputs, labels, bounds,
+                                                missing, out_dir, bar))
+        write_parquet(out_dir / "ids.parquet", pa.table({"id": pa.array(list(ids), pa.string())}))
+        manifest = _manifest(proxy, spec, computer, len(inputs), pool_id, [
+            {"file": _shard_path(out_dir, i).name, "rows": list(bounds[i]), "sha256": digests[i]}
+            for i in range(len(bounds))])
+        write_json(out_dir / "manifest.json", manifest)
+        report = BuildReport(tuple(missing), reused, rows_missing,
+                             time.perf_counter() - started, scheduler)
+        if missing:
+            write_json(out_dir / STATS_FILE, {**asdict(report),
+                                              "examples_per_second": report.examples_per_second})
+    return GradientStore(out_dir, manifest, report)
+
+
+def _manifest(proxy: Proxy, spec: DatastoreSpec, computer: _FeatureComputer, n: int,
+              pool_id: str, shards: list[dict]) -> dict:
     manifest = {
-        "format": FORMAT_VERSION, "n": len(inputs), "dim": spec.dim, "dtype": spec.dtype,
-        "feature_kind": spec.kind, "params": spec.params, "normalize": spec.normalize,
-        "n_params": computer.n_params, "shard_size": spec.shard_size,
+        "format": FORMAT_VERSION, "n": n, "dim": spec.dim, "dtype": spec.dtype,
+        "feature_kind": spec.kind,
+        "params": spec.params if isinstance(spec.params, str) else list(spec.params),
+        "param_names": computer.names,
+        "normalize": spec.normalize, "n_params": computer.n_params,
+        "shard_size": spec.shard_size, "batch_size": spec.batch_size,
         "projection": computer.projector.describe(), "pool_id": pool_id,
         "proxy_checkpoints": [c.sha256 for c in proxy.checkpoints],
         "checkpoint_lrs": [c.lr for c in proxy.checkpoints],
-        "shape": [len(inputs), len(proxy.checkpoints), spec.dim], "shards": shards,
+        "shape": [n, len(proxy.checkpoints), spec.dim], "shards": shards,
     }
     manifest["datastore_id"] = hashlib.sha256(
         json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
-    write_json(out_dir / "manifest.json", manifest)
-    return GradientStore(out_dir, manifest)
+    return manifest
 
 
 class _FeatureComputer:
@@ -181,7 +319,7 @@ class _FeatureComputer:
         self.names = parameter_names(self.models[0], spec.params)
         params = dict(self.models[0].named_parameters())
         self.n_params = int(sum(params[n].numel() for n in self.names))
-        self.projector = GaussianProjector(self.n_params, spec.dim, seed=spec.seed)
+        self.projector = make_projector(spec.projection, self.n_params, spec.dim, spec.seed)
         self.moments = []
         if spec.kind == "adam":
             for ckpt in proxy.checkpoints:
@@ -191,24 +329,140 @@ class _FeatureComputer:
                     for key in ("exp_avg", "exp_avg_sq")))
         self.betas, self.eps = proxy.betas, proxy.eps
 
-    def __call__(self, inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        out = np.empty((len(inputs), len(self.models), self.spec.dim), dtype=np.float32)
+    def __call__(self, inputs: np.ndarray, labels: np.ndarray,
+                 on_rows: Callable[[int], object] | None = None) -> np.ndarray:
+        """(rows, checkpoints, dim) float32 features; ``on_rows(k)`` after each batch of k."""
+        checkpoints = len(self.models)
+        out = np.empty((len(inputs), checkpoints, self.spec.dim), dtype=np.float32)
         x_all = torch.from_numpy(np.array(inputs, dtype=np.float32))
         y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        for start in range(0, len(inputs), self.spec.batch_size):
-            x = x_all[start:start + self.spec.batch_size]
-            y = y_all[start:start + self.spec.batch_size]
-            for c, model in enumerate(self.models):
-                feats = per_example_gradients(model, self.names, x, y)
-                if self.moments:
-                    feats = adam_features(feats, *self.moments[c], self.betas, self.eps)
-                projected = self.projector(feats)
+        with torch.no_grad():
+            for start in range(0, len(inputs), self.spec.batch_size):
+                x = x_all[start:start + self.spec.batch_size]
+                y = y_all[start:start + self.spec.batch_size]
+                feats = []
+                for c, model in enumerate(self.models):
+                    g = per_example_gradients(model, self.names, x, y)
+                    feats.append(adam_features(g, *self.moments[c], self.betas, self.eps)
+                                 if self.moments else g)
+                # One projector call for all checkpoints: a regenerated Gaussian block is then
+                # generated once per batch, not once per checkpoint.
+                projected = self.projector(torch.cat(feats)).reshape(checkpoints, len(x), -1)
                 if self.spec.normalize:
-                    projected = torch.nn.functional.normalize(projected, dim=1)
-                out[start:start + len(x), c] = projected.numpy()
+                    projected = torch.nn.functional.normalize(projected, dim=2)
+                out[start:start + len(x)] = projected.transpose(0, 1).numpy()
+                if on_rows is not None:
+                    on_rows(len(x))
         if not np.isfinite(out).all():
             raise CurationError("non-finite gradient features: check the proxy checkpoints")
         return out
+
+
+def _shard_path(out_dir: Path, index: int) -> Path:
+    return out_dir / f"shard-{index:05d}.npy"
+
+
+def _write_shard(path: Path, features: np.ndarray, dtype: str) -> str:
+    """Write a finished shard (temp + fsync + rename), then its sha256 sidecar; return it."""
+    with np.errstate(over="ignore"):  # overflow is checked just below, with a better message
+        array = features.astype(dtype)
+    if not np.isfinite(array).all():
+        raise CurationError(
+            f"{path.name}: gradient features exceed the {dtype} range (largest magnitude "
+            f"{np.abs(features).max():.3g}); store them as float32 or set normalize")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+            f.flush()
+            # On disk before the rename, so a crash cannot leave a named but empty shard.
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+    write_atomic(path.with_suffix(".sha256"), lambda p: p.write_text(digest + "\n"))
+    return digest
+
+
+def _finished_shard(path: Path, shape: tuple[int, ...], dtype: str) -> str | None:
+    """sha256 of a complete shard at ``path``, or None if it must be (re)computed."""
+    sidecar = path.with_suffix(".sha256")
+    if not path.exists() or not sidecar.exists():
+        return None
+    digest = sha256_file(path)
+    if digest != sidecar.read_text().strip():
+        return None
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError):
+        return None
+    return digest if array.shape == shape and array.dtype == np.dtype(dtype) else None
+
+
+# Feature computers kept per worker process, so Dask tasks of one build load the proxy once.
+_COMPUTERS: dict[str, _FeatureComputer] = {}
+_COMPUTERS_LOCK = threading.Lock()
+
+
+def _shard_task(proxy: Proxy, spec: DatastoreSpec, inputs: np.ndarray, labels: np.ndarray,
+                path: str) -> str:
+    """One shard, computed and written where this runs (a Dask worker); returns its sha256."""
+    key = json.dumps({"proxy": [[c.sha256, str(c.model_path)] for c in proxy.checkpoints],
+                      "spec": asdict(spec)}, sort_keys=True)
+    with _COMPUTERS_LOCK:
+        if key not in _COMPUTERS:
+            _COMPUTERS.clear()
+            _COMPUTERS[key] = _FeatureComputer(proxy, spec)
+        computer = _COMPUTERS[key]
+    return _write_shard(Path(path), computer(inputs, labels), spec.dtype)
+
+
+def _compute_on_dask(scheduler: str, proxy: Proxy, spec: DatastoreSpec, inputs: np.ndarray,
+                     labels: np.ndarray, bounds: list[tuple[int, int]], missing: list[int],
+                     out_dir: Path, bar: tqdm) -> dict[int, str]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise CurationError("a Dask 'scheduler' needs dask.distributed: "
+                            "pip install 'dask[distributed]'") from None
+    try:
+        client = Client(scheduler, timeout=30, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise CurationError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
+    token = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:12]
+    digests: dict[int, str] = {}
+    with client:
+        threads = sum(client.nthreads().values())
+        if threads == 0:
+            raise CurationError(f"the Dask scheduler at {scheduler!r} has no workers")
+        queue = iter(missing)
+        index_of = {}
+
+        def submit() -> object | None:
+            index = next(queue, None)
+            if index is None:
+                return None
+            start, stop = bounds[index]
+            future = client.submit(
+                _shard_task, proxy, spec, np.asarray(inputs[start:stop]),
+                np.asarray(labels[start:stop]), str(_shard_path(out_dir, index)), pure=False,
+                key=f"gradient-shard-{token}-{index:05d}-{time.time_ns()}")
+            index_of[future.key] = index
+            return future
+
+        first = [f for f in (submit() for _ in range(2 * threads)) if f is not None]
+        running = as_completed(first, loop=client.loop)
+        for future in running:
+            index = index_of.pop(future.key)
+            digest = future.result()
+            path = _shard_path(out_dir, index)
+            if not path.exists():
+                raise CurationError(
+                    f"a Dask worker wrote {path.name} but it is not visible at {path}: the "
+                    "workers must share the output directory with this machine")
+            digests[index] = digest
+            bar.update(bounds[index][1] - bounds[index][0])
+            following = submit()
+            if following is not None:
+                running.add(following)
+    return digests
 
 
 def _claim_directory(out_dir: Path, build: dict) -> None:
@@ -224,11 +478,16 @@ def _claim_directory(out_dir: Path, build: dict) -> None:
     write_json(path, build)
 
 
-def _complete_shard(path: Path, shape: tuple[int, ...], dtype: str) -> bool:
-    if not path.exists():
-        return False
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (ValueError, OSError):
-        return False
-    return array.shape == shape and array.dtype == np.dtype(dtype)
+@contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out_dir`` (released by the kernel if the process dies)."""
+    with open(out_dir / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CurationError(f"another build is writing {out_dir}; wait for it to finish") \
+                from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,24 +1,71 @@
 """Per-example gradient features of a proxy, randomly projected.
 
-- Gradients: ``torch.func`` (``vmap`` over ``grad`` of a one-example loss), in batches; never a
-  Python loop over examples.
-- Feature kinds: ``sgd`` (the plain gradient) and ``adam`` (the Adam update direction from the
-  checkpoint's moments, as LESS computes it for training examples; no bias correction, as in
-  LESS). Plain gradients are the default for pursuit: Adam directions share the momentum term
-  and are nearly collinear across examples (DESIGN.md, measured findings).
-- Projection: seeded Gaussian random projection to ``dim`` dimensions, scaled by
-  ``1/sqrt(dim)`` so inner products are preserved in expectation (Johnson-Lindenstrauss). The
-  matrix is generated in row blocks of the parameter dimension from derived seeds
-  (``seed * 1_000_003 + block``), so any block is reproducible alone and the full matrix need
-  not be held when the parameter count is large.
+Gradients
+    ``torch.func``: ``vmap`` over ``grad`` of a one-example loss, taken with respect to one flat
+    vector holding the recorded parameters, so a batch comes out as one (batch, n_params)
+    array with no per-parameter concatenation. Never a Python loop over examples.
+
+Which parameters (``params``)
+    ``all`` (the default), ``last`` (the output layer) or explicit names. The default is
+    ``all`` because every proxy here is already a head: a linear layer over frozen sentence
+    embeddings (the encoder is not part of the proxy, so its gradients are never computed) or
+    a one-hidden-layer MLP over raw features (about 10k parameters for 64 features, 128 hidden
+    units and 10 classes). ``last`` drops the hidden layer of an MLP proxy: fewer parameters
+    and a faster projection, but the features then ignore what the hidden layer learns.
+
+Feature kinds
+    ``sgd`` (the plain gradient) and ``adam`` (the Adam update direction from the
+    checkpoint's moments, as LESS computes it for training examples; no bias correction, as in
+    LESS). Plain gradients are the default for pursuit: Adam directions share the momentum term
+    and are nearly collinear across examples (DESIGN.md, measured findings).
+
+Projectors (``make_projector(kind, ...)``), both seeded, both scaled so inner products are
+preserved in expectation (Johnson-Lindenstrauss):
+
+- ``srht`` (default): subsampled randomized Hadamard transform, ``y = S H D x / sqrt(dim)``
+  with ``D`` random signs, ``H`` the Walsh-Hadamard transform of the input zero-padded to a
+  power of two ``p2 >= max(n_params, dim)``, and ``S`` keeping ``dim`` of the ``p2``
+  coordinates (sampled without replacement). ``O(p2 log p2)`` work per example instead of
+  ``O(n_params * dim)``, and no matrix at all: memory is ``p2`` signs plus one
+  ``(p2, 8)`` float32 work buffer per thread. The transform is a Numba kernel of additions and
+  subtractions in a fixed order, so its output does not depend on the thread count. Use it
+  unless you need a dense Gaussian sketch.
+- ``gaussian``: dense Gaussian matrix scaled by ``1/sqrt(dim)``, generated in row blocks of
+  the parameter dimension from derived seeds (``seed * 1_000_003 + block``), so any block is
+  reproducible alone. Blocks are kept when the whole matrix fits in ``cache_bytes`` (256 MiB)
+  and regenerated for every call otherwise, so the full matrix is never held when the
+  parameter count is large (regeneration then costs about as much as the product itself).
+
+Measured distortion (``benchmarks/bench_gradients.py``, ``projection_distortion``): 2,000
+per-example SGD gradients of an MLP proxy (64 features, 128 hidden, 10 classes, 9,610
+parameters) on synthetic clustered data, each scaled to unit norm; errors of all pairwise
+inner products and of the norms after projection:
+
+======  ===========  =====================  =====================  ====================
+dim     projector    max abs inner error    mean abs inner error   max rel. norm error
+======  ===========  =====================  =====================  ====================
+256     srht         0.29                   0.040                  0.22
+256     gaussian     0.30                   0.042                  0.23
+512     srht         0.20                   0.028                  0.15
+512     gaussian     0.22                   0.030                  0.16
+1024    srht         0.14                   0.020                  0.11
+1024    gaussian     0.16                   0.021                  0.11
+======  ===========  =====================  =====================  ====================
+
+The mean error follows ``~ sqrt(2 / (pi * dim))`` (0.050, 0.035, 0.025 bound the three rows)
+and the maximum over the ~2M pairs is about 6x the mean, as Johnson-Lindenstrauss predicts.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import Protocol
 
+import numba
 import numpy as np
 import torch
+from numba import prange
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
@@ -29,17 +76,22 @@ FEATURE_KINDS = ("sgd", "adam")
 
 def per_example_gradients(model: nn.Module, names: Sequence[str], x: torch.Tensor,
                           y: torch.Tensor) -> torch.Tensor:
-    """(batch, n_params) flattened gradients of each example's cross-entropy loss."""
-    params = {n: p.detach() for n, p in model.named_parameters() if n in names}
-    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in names}
+    """(batch, n_params) gradients of each example's cross-entropy loss, ``names`` in order."""
+    named = dict(model.named_parameters())
+    shapes = [named[n].shape for n in names]
+    sizes = [named[n].numel() for n in names]
+    flat = torch.cat([named[n].detach().reshape(-1) for n in names])
+    frozen = {n: p.detach() for n, p in named.items() if n not in set(names)}
     buffers = dict(model.named_buffers())
 
-    def loss(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        out = functional_call(model, {**frozen, **p, **buffers}, (xi.unsqueeze(0),))
+    def loss(theta: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        params = {n: t.view(s) for n, t, s in zip(names, theta.split(sizes), shapes, strict=True)}
+        out = functional_call(model, {**frozen, **params, **buffers}, (xi.unsqueeze(0),))
         return nn.functional.cross_entropy(out, yi.unsqueeze(0))
 
-    grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
-    return torch.cat([grads[n].reshape(len(x), -1) for n in names], dim=1)
+    # Differentiating with respect to one flat vector yields the (batch, n_params) matrix
+    # directly; per-parameter gradients would need a concatenation copy of the whole batch.
+    return vmap(grad(loss), in_dims=(None, 0, 0))(flat, x, y)
 
 
 def adam_features(grads: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
@@ -51,13 +103,24 @@ def adam_features(grads: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.
     return m / torch.sqrt(v + eps)
 
 
+class Projector(Protocol):
+    """Maps (rows, in_dim) float32 features to (rows, out_dim)."""
+
+    in_dim: int
+    out_dim: int
+    seed: int
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor: ...
+
+    def describe(self) -> dict: ...
+
+
 class GaussianProjector:
     """Seeded blockwise Gaussian projection from ``in_dim`` to ``out_dim`` dimensions."""
 
     def __init__(self, in_dim: int, out_dim: int, seed: int = 0, block_rows: int = 8192,
                  cache_bytes: int = 256 << 20) -> None:
-        if out_dim <= 0:
-            raise CurationError(f"projection 'dim' must be positive, got {out_dim}")
+        _check_dims(in_dim, out_dim)
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.seed = seed
@@ -67,6 +130,7 @@ class GaussianProjector:
         self._blocks: dict[int, torch.Tensor] = {}
 
     def block(self, index: int) -> torch.Tensor:
+        """Rows ``index * block_rows ...`` of the matrix, from seed ``seed * 1_000_003 + index``."""
         if index in self._blocks:
             return self._blocks[index]
         start = index * self.block_rows
@@ -78,10 +142,7 @@ class GaussianProjector:
         return matrix
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        if features.shape[1] != self.in_dim:
-            raise CurationError(
-                f"projector expects {self.in_dim} input dims, got {features.shape[1]}"
-            )
+        _check_input(features, self.in_dim)
         out = torch.zeros(features.shape[0], self.out_dim, dtype=torch.float32)
         for index, start in enumerate(range(0, self.in_dim, self.block_rows)):
             out += features[:, start:start + self.block_rows] @ self.block(index)
@@ -90,3 +151,137 @@ class GaussianProjector:
     def describe(self) -> dict:
         return {"kind": "gaussian", "seed": self.seed, "block_rows": self.block_rows,
                 "seed_scheme": "seed * 1_000_003 + block", "scale": "1/sqrt(dim)"}
+
+
+class HadamardProjector:
+    """Seeded subsampled randomized Hadamard transform from ``in_dim`` to ``out_dim`` dims."""
+
+    def __init__(self, in_dim: int, out_dim: int, seed: int = 0) -> None:
+        _check_dims(in_dim, out_dim)
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.seed = seed
+        self.padded_dim = 1 << (max(in_dim, out_dim) - 1).bit_length()
+        rng = np.random.Generator(np.random.PCG64(seed))
+        self.signs = rng.integers(0, 2, self.padded_dim).astype(np.float32) * 2 - 1
+        # Sorted so the final gather walks the work buffer forwards.
+        self.keep = np.sort(rng.choice(self.padded_dim, out_dim, replace=False)).astype(np.int64)
+        self.scale = np.float32(1 / np.sqrt(out_dim))
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        _check_input(features, self.in_dim)
+        x = np.ascontiguousarray(features.detach().numpy(), dtype=np.float32)
+        out = np.empty((x.shape[0], self.out_dim), dtype=np.float32)
+        # Numba's default "workqueue" threading layer aborts on concurrent parallel calls
+        # (Dask worker threads); one kernel at a time per process already uses every core.
+        with _KERNEL_LOCK:
+            _srht_kernel(x, self.signs, self.keep, self.scale, out)
+        return torch.from_numpy(out)
+
+    def describe(self) -> dict:
+        return {"kind": "srht", "seed": self.seed, "padded_dim": self.padded_dim,
+                "seed_scheme": "numpy PCG64(seed): padded_dim signs, then dim coordinates "
+                               "without replacement (sorted)",
+                "scale": "1/sqrt(dim)"}
+
+
+PROJECTORS: dict[str, type] = {"srht": HadamardProjector, "gaussian": GaussianProjector}
+
+
+def make_projector(kind: str, in_dim: int, out_dim: int, seed: int = 0) -> Projector:
+    """The projector registered as ``kind`` (see the module docstring for which to use)."""
+    if kind not in PROJECTORS:
+        raise CurationError(f"projection must be one of {tuple(PROJECTORS)}, got {kind!r}")
+    return PROJECTORS[kind](in_dim, out_dim, seed=seed)
+
+
+def projection_distortion(x: np.ndarray, projected: np.ndarray) -> dict[str, float]:
+    """Johnson-Lindenstrauss distortion of a projection of the rows of ``x``.
+
+    Rows are scaled to unit norm (each projected row by the same factor), then: errors of the
+    inner products over all pairs of distinct rows, and relative errors of the norms.
+
+    >>> x = np.eye(3, 4)
+    >>> d = projection_distortion(x, 2 * x)
+    >>> d["inner_max"], d["norm_max"]
+    (0.0, 1.0)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    projected = np.asarray(projected, dtype=np.float64)
+    norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+    unit, unit_projected = x / norms, projected / norms
+    pairs = np.triu_indices(len(x), k=1)
+    errors = np.abs(unit_projected @ unit_projected.T - unit @ unit.T)[pairs]
+    norm_errors = np.abs(np.linalg.norm(unit_projected, axis=1) - 1)
+    return {"inner_max": float(errors.max(initial=0.0)), "inner_mean": float(errors.mean())
+            if errors.size else 0.0, "norm_max": float(norm_errors.max()),
+            "norm_mean": float(norm_errors.mean())}
+
+
+def _check_dims(in_dim: int, out_dim: int) -> None:
+    if out_dim <= 0:
+        raise CurationError(f"projection 'dim' must be positive, got {out_dim}")
+    if in_dim <= 0:
+        raise CurationError(f"projection input must have positive size, got {in_dim}")
+
+
+def _check_input(features: torch.Tensor, in_dim: int) -> None:
+    if features.ndim != 2 or features.shape[1] != in_dim:
+        raise CurationError(f"projector expects (rows, {in_dim}) input, got {tuple(features.shape)}")
+
+
+_KERNEL_LOCK = threading.Lock()
+# Examples transformed together: their values at one coordinate sit side by side, so every
+# butterfly is one 8-lane float32 vector operation.
+_TILE = 8
+# Butterfly passes whose span is below this many coordinates run block by block while the
+# block (coordinates x _TILE lanes x 4 bytes = 16 KiB) stays in L1 cache.
+_L1_SPAN = 512
+
+
+@numba.njit(cache=True, inline="always")
+def _butterflies(buf: np.ndarray, lo: int, hi: int, h_from: int, h_to: int) -> None:
+    h = h_from
+    while h < h_to:
+        for i in range(lo, hi, 2 * h):
+            for j in range(i, i + h):
+                for lane in range(buf.shape[1]):
+                    a = buf[j, lane]
+                    b = buf[j + h, lane]
+                    buf[j, lane] = a + b
+                    buf[j + h, lane] = a - b
+        h *= 2
+
+
+def _srht(x: np.ndarray, signs: np.ndarray, keep: np.ndarray, scale: np.float32,
+          out: np.ndarray) -> None:
+    """out = (H D x_padded)[keep] * scale for every row of x, in tiles of _TILE rows."""
+    rows, width = x.shape
+    padded = signs.shape[0]
+    span = min(padded, _L1_SPAN)
+    for tile in prange((rows + _TILE - 1) // _TILE):
+        first = tile * _TILE
+        count = min(_TILE, rows - first)
+        buf = np.zeros((padded, _TILE), dtype=np.float32)
+        for lane in range(count):
+            for i in range(width):
+                buf[i, lane] = x[first + lane, i] * signs[i]
+        for lo in range(0, padded, span):
+            _butterflies(buf, lo, lo + span, 1, span)
+        _butterflies(buf, 0, padded, span, padded)
+        for lane in range(count):
+            for k in range(keep.shape[0]):
+                out[first + lane, k] = buf[keep[k], lane] * scale
+
+
+# One body, two compilations: tiles are independent, so both give the same bits. Small inputs
+# run serially because a parallel region's fork/join costs milliseconds on busy cores.
+_srht_serial = numba.njit(cache=True)(_srht)
+_srht_parallel = numba.njit(cache=True, parallel=True)(_srht)
+_PARALLEL_MIN_SIZE = 1 << 20
+
+
+def _srht_kernel(x: np.ndarray, signs: np.ndarray, keep: np.ndarray, scale: np.float32,
+                 out: np.ndarray) -> None:
+    kernel = _srht_parallel if x.shape[0] * signs.shape[0] >= _PARALLEL_MIN_SIZE else _srht_serial
+    kernel(x, signs, keep, scale, out)

@@ -55,14 +55,19 @@ def cached_proxy(work_dir: Path, pool_id: str, inputs: np.ndarray, labels: np.nd
 
 def cached_store(work_dir: Path, proxy: Proxy, inputs: np.ndarray, labels: np.ndarray,
                  ids: np.ndarray, data_id: str, spec: DatastoreSpec,
-                 progress: bool = False) -> GradientStore:
-    """Build a gradient store, or open the one already built from the same inputs."""
+                 progress: bool = False, scheduler: str | None = None) -> GradientStore:
+    """Build a gradient store, or open the one already built from the same inputs.
+
+    ``scheduler`` (a Dask address) only says where shards are computed; it is not part of
+    the key because the bytes are the same either way.
+    """
     key = config_hash({"data_id": data_id, "spec": asdict(spec),
                        "proxy": [c.sha256 for c in proxy.checkpoints]})
     directory = work_dir / "datastores" / key
     if (directory / "manifest.json").exists():
         return open_datastore(directory)
-    return build_datastore(proxy, inputs, labels, ids, directory, spec, data_id, progress)
+    return build_datastore(proxy, inputs, labels, ids, directory, spec, data_id, progress,
+                           scheduler)
 
 
 def run_selection(pool: Pool, target: Pool | None, selector: Selector, budget: float,
