@@ -1,6 +1,5 @@
 """gradient_datastore and target_gradients: projected per-example gradient trajectories."""
 
-import time
 from typing import Literal
 
 import dagster as dg
@@ -10,7 +9,8 @@ from pydantic import Field, field_validator
 
 from assets import _metadata as md
 from assets._metadata import check_choices
-from curation.datastore import DatastoreSpec, GradientStore
+from curation.datastore import DatastoreSpec, GradientStore, parse_params
+from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS
 from curation.pool import load_pool
 from curation.proxy import load_proxy
@@ -23,45 +23,78 @@ class DatastoreConfig(dg.Config):
                              description="Feature kinds to store: sgd (plain) and/or adam (LESS).")
     dim: int = Field(default=1024, gt=0, description="Projection dimension per checkpoint.")
     dtype: Literal["float16", "float32"] = Field(default="float16", description="Stored dtype.")
-    shard_size: int = Field(default=8192, description="Examples per shard.")
+    shard_size: int = Field(default=8192, gt=0, description="Examples per shard.")
     seed: int = Field(default=0, description="Projection seed.")
+    projection: Literal["srht", "gaussian"] = Field(
+        default="srht", description="srht (subsampled randomized Hadamard, fast) or gaussian.")
+    params: str = Field(default="all", description="Parameters whose gradients are recorded: "
+                        "all (the proxy is a head), last (output layer), or comma-separated names.")
+    scheduler: str | None = Field(
+        default=None, description="Dask scheduler address: compute shards on its workers "
+                                  "(they must share the artifact directory). Same bytes.")
 
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, kinds: list[str]) -> list[str]:
         return check_choices(kinds, FEATURE_KINDS)
 
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: str) -> str:
+        try:
+            DatastoreSpec(params=parse_params(params))
+        except CurationError as exc:
+            raise ValueError(str(exc)) from None
+        return params
+
     def spec(self, kind: str) -> DatastoreSpec:
         return DatastoreSpec(kind=kind, dim=self.dim, dtype=self.dtype,
-                             shard_size=self.shard_size, seed=self.seed)
+                             shard_size=self.shard_size, seed=self.seed,
+                             projection=self.projection, params=parse_params(self.params))
 
 
-def _build(split_path: str, inputs_path: str, proxy_dir: str, specs: list[DatastoreSpec],
-           artifacts: ArtifactStore) -> tuple[dict[str, GradientStore], float]:
+def _build(split_path: str, inputs_path: str, proxy_dir: str, config: DatastoreConfig,
+           kinds: list[str], artifacts: ArtifactStore) -> dict[str, GradientStore]:
     data = load_pool(split_path)
     inputs = np.load(inputs_path)
     proxy = load_proxy(proxy_dir)
-    started = time.perf_counter()
-    stores = {spec.kind: cached_store(artifacts.work_dir, proxy, inputs, data.labels, data.ids,
-                                      data.content_hash, spec) for spec in specs}
-    return stores, time.perf_counter() - started
+    return {kind: cached_store(artifacts.work_dir, proxy, inputs, data.labels, data.ids,
+                               data.content_hash, config.spec(kind), scheduler=config.scheduler)
+            for kind in kinds}
 
 
-def _metadata(stores: dict[str, GradientStore], seconds: float) -> dict:
+def _throughput(stores: dict[str, GradientStore]) -> tuple[float | None, bool]:
+    """Examples/s of the builds that computed these stores' shards; and whether all were reused."""
+    reports = [s.report for s in stores.values() if s.report and s.report.rows_computed]
+    reused = not reports
+    stats = [{"rows": r.rows_computed, "seconds": r.seconds} for r in reports] or [
+        {"rows": st["rows_computed"], "seconds": st["seconds"]}
+        for st in (s.last_build_stats() for s in stores.values()) if st]
+    rows, seconds = sum(s["rows"] for s in stats), sum(s["seconds"] for s in stats)
+    return (rows / seconds if rows and seconds > 0 else None), reused
+
+
+def _metadata(stores: dict[str, GradientStore], scheduler: str | None) -> dict:
     first = next(iter(stores.values()))
-    n_bytes = sum((s.directory / sh["file"]).stat().st_size
-                  for s in stores.values() for sh in s.manifest["shards"])
+    manifest = first.manifest
+    projection = manifest["projection"]
     fig, ax = md.figure()
     for c in range(first.checkpoints):
         norms = np.concatenate([np.linalg.norm(sh[:, c].astype(np.float32), axis=1)
                                 for sh in first.shards()])
         ax.hist(norms, bins=40, alpha=0.5, label=f"checkpoint {c + 1}")
-    ax.set(xlabel=f"projected {first.manifest['feature_kind']} gradient norm", ylabel="examples")
+    ax.set(xlabel=f"projected {manifest['feature_kind']} gradient norm", ylabel="examples")
     ax.legend()
+    rate, reused = _throughput(stores)
     return {
         "n": first.n, "dim": first.dim, "checkpoints": first.checkpoints,
-        "dtype": first.manifest["dtype"], "bytes_on_disk": n_bytes,
-        "examples_per_second": round(first.n * len(stores) / max(seconds, 1e-9), 1),
+        "dtype": manifest["dtype"], "bytes_on_disk": sum(s.nbytes for s in stores.values()),
+        **({"examples_per_second": round(rate, 1)} if rate else {}),
+        "reused_existing_store": reused,
+        "projection": f"{projection['kind']} (seed {projection['seed']}): gradients of "
+                      f"{manifest['n_params']:,} parameters ({', '.join(manifest['param_names'])})"
+                      f" -> {first.dim} dims per checkpoint, scale {projection['scale']}",
+        "scheduler": scheduler or "in-process",
         "stores": md.table(pd.DataFrame(
             [{"kind": k, "datastore_id": s.store_id, "directory": str(s.directory)}
              for k, s in stores.items()])),
@@ -74,20 +107,19 @@ def _metadata(stores: dict[str, GradientStore], seconds: float) -> dict:
 def gradient_datastore(context: dg.AssetExecutionContext, config: DatastoreConfig,
                        artifacts: ArtifactStore, catalog: CatalogResource, raw_pool: str,
                        model_inputs: dict, warmup_proxy: str) -> dg.Output[dict]:
-    stores, seconds = _build(raw_pool, model_inputs["pool"], warmup_proxy,
-                             [config.spec(k) for k in config.kinds], artifacts)
+    stores = _build(raw_pool, model_inputs["pool"], warmup_proxy, config, config.kinds,
+                    artifacts)
     for store in stores.values():
         catalog.catalog().record_datastore(store.manifest, str(store.directory))
         context.log.info(f"{store.manifest['feature_kind']} store {store.store_id}: {store.n} rows")
     return dg.Output({k: str(s.directory) for k, s in stores.items()},
-                     metadata=_metadata(stores, seconds))
+                     metadata=_metadata(stores, config.scheduler))
 
 
 @dg.asset(kinds={"numpy"}, group_name="gradients",
           description="Plain (SGD) projected gradient trajectories of the target examples.")
 def target_gradients(config: DatastoreConfig, artifacts: ArtifactStore, target_set: str,
                      model_inputs: dict, warmup_proxy: str) -> dg.Output[dict]:
-    stores, seconds = _build(target_set, model_inputs["target"], warmup_proxy,
-                             [config.spec("sgd")], artifacts)
+    stores = _build(target_set, model_inputs["target"], warmup_proxy, config, ["sgd"], artifacts)
     return dg.Output({k: str(s.directory) for k, s in stores.items()},
-                     metadata=_metadata(stores, seconds))
+                     metadata=_metadata(stores, config.scheduler))

@@ -14,12 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from curation.datastore_cli import datastore_app
 from curation.errors import CurationError
 
 app = typer.Typer(help="Gradient-based data curation: demo data, selection, evaluation.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 catalog_app = typer.Typer(help="Query the DuckDB metadata catalog.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(datastore_app, name="datastore")
 console = Console()
 errors = Console(stderr=True)
 

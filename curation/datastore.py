@@ -34,6 +34,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -98,6 +99,17 @@ class DatastoreSpec:
             raise CurationError("datastore 'params' names must be a non-empty list of strings")
         else:
             object.__setattr__(self, "params", tuple(self.params))
+
+
+def parse_params(text: str) -> str | tuple[str, ...]:
+    """``params`` from text: ``all``, ``last``, or comma-separated parameter names.
+
+    >>> parse_params("last"), parse_params("0.weight, 2.bias")
+    ('last', ('0.weight', '2.bias'))
+    """
+    if text.strip() in ("all", "last"):
+        return text.strip()
+    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 @dataclass(frozen=True)
@@ -241,6 +253,8 @@ def build_datastore(proxy: Proxy, inputs: np.ndarray, labels: np.ndarray, ids: S
     its workers (which must see ``out_dir`` and the proxy checkpoints); None computes here.
     """
     out_dir = Path(out_dir)
+    if scheduler is not None:
+        check_scheduler(scheduler)
     if len(inputs) != len(labels) or len(inputs) != len(ids):
         raise CurationError("datastore inputs, labels and ids must have the same length")
     if len(inputs) == 0:
@@ -463,6 +477,20 @@ def _compute_on_dask(scheduler: str, proxy: Proxy, spec: DatastoreSpec, inputs: 
             if following is not None:
                 running.add(following)
     return digests
+
+
+def check_scheduler(address: str) -> None:
+    """Fail fast on a malformed or refused TCP address (a Client would retry for 30 s)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme != "tcp":
+            return
+        host, port = parse_host_port(location)
+        socket.create_connection((host, port), timeout=5).close()
+    except (OSError, ValueError, TypeError) as exc:
+        raise CurationError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
 
 
 def _claim_directory(out_dir: Path, build: dict) -> None:
