@@ -52,6 +52,7 @@ materialize: install $(DAGSTER_HOME)/dagster.yaml
 
 bench: install
 	$(BIN)/python benchmarks/bench_pursuit.py
+	$(BIN)/python benchmarks/bench_gradients.py
 
 # Selection quality on real data: four scenarios, budgets 1/5/10%, 3 seeds (~20 min on 2 cores).
 QUALITY := benchmarks/results

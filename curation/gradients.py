@@ -1,9 +1,10 @@
 """Per-example gradient features of a proxy, randomly projected.
 
 Gradients
-    ``torch.func``: ``vmap`` over ``grad`` of a one-example loss, taken with respect to one flat
-    vector holding the recorded parameters, so a batch comes out as one (batch, n_params)
-    array with no per-parameter concatenation. Never a Python loop over examples.
+    ``torch.func``: ``vmap`` over ``grad`` of a one-example loss, in batches; never a Python
+    loop over examples. A batch comes out as one (batch, numel) block per parameter, and the
+    projectors read the blocks in place: concatenating them first copied every gradient and
+    took more than half of the gradient time.
 
 Which parameters (``params``)
     ``all`` (the default), ``last`` (the output layer) or explicit names. The default is
@@ -74,24 +75,29 @@ from curation.errors import CurationError
 FEATURE_KINDS = ("sgd", "adam")
 
 
+def per_example_gradient_blocks(model: nn.Module, names: Sequence[str], x: torch.Tensor,
+                                y: torch.Tensor) -> list[torch.Tensor]:
+    """Per-example gradients of each example's cross-entropy loss, one (batch, numel) block
+    per parameter in ``names`` order; projectors take the blocks as they are."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    recorded = {n: params[n] for n in names}
+    frozen = {n: p for n, p in params.items() if n not in recorded}
+    buffers = dict(model.named_buffers())
+
+    def loss(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, {**frozen, **p, **buffers}, (xi.unsqueeze(0),))
+        return nn.functional.cross_entropy(out, yi.unsqueeze(0))
+
+    grads = vmap(grad(loss), in_dims=(None, 0, 0))(recorded, x, y)
+    # Contiguous per parameter, so these reshapes are views: concatenating them into one
+    # (batch, n_params) matrix would copy every gradient and took over half the time.
+    return [grads[n].reshape(len(x), -1) for n in names]
+
+
 def per_example_gradients(model: nn.Module, names: Sequence[str], x: torch.Tensor,
                           y: torch.Tensor) -> torch.Tensor:
     """(batch, n_params) gradients of each example's cross-entropy loss, ``names`` in order."""
-    named = dict(model.named_parameters())
-    shapes = [named[n].shape for n in names]
-    sizes = [named[n].numel() for n in names]
-    flat = torch.cat([named[n].detach().reshape(-1) for n in names])
-    frozen = {n: p.detach() for n, p in named.items() if n not in set(names)}
-    buffers = dict(model.named_buffers())
-
-    def loss(theta: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        params = {n: t.view(s) for n, t, s in zip(names, theta.split(sizes), shapes, strict=True)}
-        out = functional_call(model, {**frozen, **params, **buffers}, (xi.unsqueeze(0),))
-        return nn.functional.cross_entropy(out, yi.unsqueeze(0))
-
-    # Differentiating with respect to one flat vector yields the (batch, n_params) matrix
-    # directly; per-parameter gradients would need a concatenation copy of the whole batch.
-    return vmap(grad(loss), in_dims=(None, 0, 0))(flat, x, y)
+    return torch.cat(per_example_gradient_blocks(model, names, x, y), dim=1)
 
 
 def adam_features(grads: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
@@ -103,14 +109,21 @@ def adam_features(grads: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.
     return m / torch.sqrt(v + eps)
 
 
+Features = torch.Tensor | Sequence[torch.Tensor]
+
+
 class Projector(Protocol):
-    """Maps (rows, in_dim) float32 features to (rows, out_dim)."""
+    """Maps (rows, in_dim) float32 features to (rows, out_dim).
+
+    Features are one tensor or a sequence of column blocks (e.g. one per parameter) that
+    together are the (rows, in_dim) input; blocks are read in place, never concatenated.
+    """
 
     in_dim: int
     out_dim: int
     seed: int
 
-    def __call__(self, features: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, features: Features) -> torch.Tensor: ...
 
     def describe(self) -> dict: ...
 
@@ -141,11 +154,19 @@ class GaussianProjector:
             self._blocks[index] = matrix
         return matrix
 
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        _check_input(features, self.in_dim)
-        out = torch.zeros(features.shape[0], self.out_dim, dtype=torch.float32)
+    def __call__(self, features: Features) -> torch.Tensor:
+        blocks = _column_blocks(features, self.in_dim)
+        out = torch.zeros(blocks[0].shape[0], self.out_dim, dtype=torch.float32)
+        offsets = np.cumsum([0] + [b.shape[1] for b in blocks])
+        # Matrix blocks outside, feature blocks inside: each matrix block is generated once.
         for index, start in enumerate(range(0, self.in_dim, self.block_rows)):
-            out += features[:, start:start + self.block_rows] @ self.block(index)
+            stop = min(start + self.block_rows, self.in_dim)
+            matrix = None
+            for block, lo, hi in zip(blocks, offsets[:-1], offsets[1:], strict=True):
+                a, b = max(start, lo), min(stop, hi)
+                if a < b:
+                    matrix = self.block(index) if matrix is None else matrix
+                    out += block[:, a - lo:b - lo] @ matrix[a - start:b - start]
         return out
 
     def describe(self) -> dict:
@@ -168,14 +189,14 @@ class HadamardProjector:
         self.keep = np.sort(rng.choice(self.padded_dim, out_dim, replace=False)).astype(np.int64)
         self.scale = np.float32(1 / np.sqrt(out_dim))
 
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        _check_input(features, self.in_dim)
-        x = np.ascontiguousarray(features.detach().numpy(), dtype=np.float32)
-        out = np.empty((x.shape[0], self.out_dim), dtype=np.float32)
+    def __call__(self, features: Features) -> torch.Tensor:
+        blocks = tuple(np.ascontiguousarray(b.detach().numpy(), dtype=np.float32)
+                       for b in _column_blocks(features, self.in_dim))
+        out = np.empty((blocks[0].shape[0], self.out_dim), dtype=np.float32)
         # Numba's default "workqueue" threading layer aborts on concurrent parallel calls
         # (Dask worker threads); one kernel at a time per process already uses every core.
         with _KERNEL_LOCK:
-            _srht_kernel(x, self.signs, self.keep, self.scale, out)
+            _srht_kernel(blocks, self.signs, self.keep, self.scale, out)
         return torch.from_numpy(out)
 
     def describe(self) -> dict:
@@ -225,9 +246,13 @@ def _check_dims(in_dim: int, out_dim: int) -> None:
         raise CurationError(f"projection input must have positive size, got {in_dim}")
 
 
-def _check_input(features: torch.Tensor, in_dim: int) -> None:
-    if features.ndim != 2 or features.shape[1] != in_dim:
-        raise CurationError(f"projector expects (rows, {in_dim}) input, got {tuple(features.shape)}")
+def _column_blocks(features: Features, in_dim: int) -> list[torch.Tensor]:
+    blocks = [features] if isinstance(features, torch.Tensor) else list(features)
+    shapes = [tuple(b.shape) for b in blocks]
+    if (not blocks or any(len(s) != 2 or s[0] != shapes[0][0] for s in shapes)
+            or sum(s[1] for s in shapes) != in_dim):
+        raise CurationError(f"projector expects (rows, {in_dim}) input, got column blocks {shapes}")
+    return blocks
 
 
 _KERNEL_LOCK = threading.Lock()
@@ -253,19 +278,23 @@ def _butterflies(buf: np.ndarray, lo: int, hi: int, h_from: int, h_to: int) -> N
         h *= 2
 
 
-def _srht(x: np.ndarray, signs: np.ndarray, keep: np.ndarray, scale: np.float32,
+def _srht(blocks: tuple, signs: np.ndarray, keep: np.ndarray, scale: np.float32,
           out: np.ndarray) -> None:
-    """out = (H D x_padded)[keep] * scale for every row of x, in tiles of _TILE rows."""
-    rows, width = x.shape
+    """out = (H D x_padded)[keep] * scale for every row of x = the column blocks side by side,
+    in tiles of _TILE rows."""
+    rows = out.shape[0]
     padded = signs.shape[0]
     span = min(padded, _L1_SPAN)
     for tile in prange((rows + _TILE - 1) // _TILE):
         first = tile * _TILE
         count = min(_TILE, rows - first)
         buf = np.zeros((padded, _TILE), dtype=np.float32)
-        for lane in range(count):
-            for i in range(width):
-                buf[i, lane] = x[first + lane, i] * signs[i]
+        offset = 0
+        for block in blocks:
+            for lane in range(count):
+                for i in range(block.shape[1]):
+                    buf[offset + i, lane] = block[first + lane, i] * signs[offset + i]
+            offset += block.shape[1]
         for lo in range(0, padded, span):
             _butterflies(buf, lo, lo + span, 1, span)
         _butterflies(buf, 0, padded, span, padded)
@@ -281,7 +310,7 @@ _srht_parallel = numba.njit(cache=True, parallel=True)(_srht)
 _PARALLEL_MIN_SIZE = 1 << 20
 
 
-def _srht_kernel(x: np.ndarray, signs: np.ndarray, keep: np.ndarray, scale: np.float32,
+def _srht_kernel(blocks: tuple, signs: np.ndarray, keep: np.ndarray, scale: np.float32,
                  out: np.ndarray) -> None:
-    kernel = _srht_parallel if x.shape[0] * signs.shape[0] >= _PARALLEL_MIN_SIZE else _srht_serial
-    kernel(x, signs, keep, scale, out)
+    parallel = out.shape[0] * signs.shape[0] >= _PARALLEL_MIN_SIZE
+    (_srht_parallel if parallel else _srht_serial)(blocks, signs, keep, scale, out)

@@ -1,4 +1,5 @@
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -6,19 +7,23 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from curation.datastore import (
     DatastoreSpec,
+    _shard_task,
     build_datastore,
     open_datastore,
     verify_datastore,
 )
 from curation.errors import CurationError
-from curation.proxy import ProxySpec, WarmupConfig, warmup
+from curation.gradients import HadamardProjector, adam_features, per_example_gradients
+from curation.proxy import ProxySpec, WarmupConfig, parameter_names, warmup
 from tests.conftest import REPO
 
 
@@ -52,6 +57,10 @@ def test_build_and_open_round_trip(tmp_path, proxy_and_data, kind):
     assert opened.manifest == store.manifest
     assert [s.shape for s in opened.shards()] == [(32, 3, 16), (32, 3, 16), (26, 3, 16)]
     assert opened.shard(0).dtype == np.float16
+    # Shards are streamed batch by batch, yet are exactly what np.save writes.
+    saved = io.BytesIO()
+    np.save(saved, np.asarray(opened.shard(2)))
+    assert saved.getvalue() == (tmp_path / "s" / "shard-00002.npy").read_bytes()
     assert list(opened.ids[:2]) == ["e0", "e1"]
     traj = opened.trajectories([1.0, 2.0, 0.0])
     assert traj.shape == (90, 48)
@@ -61,6 +70,25 @@ def test_build_and_open_round_trip(tmp_path, proxy_and_data, kind):
                                rtol=1e-6)
     assert opened.nbytes == sum((tmp_path / "s" / s["file"]).stat().st_size
                                 for s in opened.manifest["shards"])
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_stored_features_equal_a_direct_computation(tmp_path, proxy_and_data, kind):
+    proxy, x, y, _ = proxy_and_data
+    store = _build(proxy_and_data, tmp_path / "s", kind=kind, dtype="float32")
+    projector = HadamardProjector(proxy.in_dim * 8 + 8 + 8 * 3 + 3, 16, seed=0)
+    for c, checkpoint in enumerate(proxy.checkpoints):
+        model = proxy.load_model(checkpoint)
+        names = parameter_names(model, "all")
+        g = per_example_gradients(model, names, torch.from_numpy(x[40:50]),
+                                  torch.from_numpy(y[40:50]))
+        if kind == "adam":
+            moments = proxy.load_moments(checkpoint)
+            m, v = (torch.cat([moments[f"{key}.{n}"].reshape(-1) for n in names])
+                    for key in ("exp_avg", "exp_avg_sq"))
+            g = adam_features(g, m, v, proxy.betas, proxy.eps)
+        np.testing.assert_allclose(store.shard(1)[8:18, c], projector(g).numpy(), rtol=1e-4,
+                                   atol=1e-6)
 
 
 def test_same_inputs_give_identical_bytes_and_resume(tmp_path, proxy_and_data):
@@ -176,6 +204,20 @@ def test_dask_workers_write_the_same_bytes(tmp_path, proxy_and_data):
     assert remote.manifest == resumed.manifest == local.manifest
     assert _files(tmp_path / "remote") == _files(tmp_path / "local") == \
         _files(tmp_path / "resumed")
+
+
+def test_shard_tasks_in_concurrent_threads_give_the_same_bytes(tmp_path, proxy_and_data):
+    # What a Dask worker with several threads does: shard tasks of one build at once.
+    proxy, x, y, _ = proxy_and_data
+    local = _build(proxy_and_data, tmp_path / "local")
+    spec = DatastoreSpec(dim=16, shard_size=32)
+    (tmp_path / "threads").mkdir()
+    jobs = [(i, start) for i, start in enumerate((0, 32, 64))] * 4
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        digests = list(pool.map(lambda job: _shard_task(
+            proxy, spec, x[job[1]:job[1] + 32], y[job[1]:job[1] + 32],
+            str(tmp_path / "threads" / f"shard-{job[0]:05d}.npy")), jobs))
+    assert digests == [s["sha256"] for s in local.manifest["shards"]] * 4
 
 
 def test_bad_scheduler_address_is_a_clear_error(tmp_path, proxy_and_data):

@@ -14,6 +14,7 @@ from curation.gradients import (
     HadamardProjector,
     adam_features,
     make_projector,
+    per_example_gradient_blocks,
     per_example_gradients,
     projection_distortion,
 )
@@ -41,6 +42,36 @@ def test_vmap_gradients_equal_per_example_loop():
         assert fast.shape == (7, sum(dict(model.named_parameters())[n].numel() for n in names))
         torch.testing.assert_close(fast, _loop_gradients(model, names, x, y), atol=1e-6,
                                    rtol=1e-5)
+
+
+def test_gradient_blocks_are_per_parameter_views():
+    model = ProxySpec("mlp", hidden=8).build(5, 3, seed=1)
+    x, y = torch.randn(4, 5), torch.arange(4) % 3
+    names = parameter_names(model, "all")
+    blocks = per_example_gradient_blocks(model, names, x, y)
+    assert [b.shape for b in blocks] == [(4, 40), (4, 8), (4, 24), (4, 3)]
+    assert all(b.is_contiguous() for b in blocks)
+    torch.testing.assert_close(torch.cat(blocks, dim=1), per_example_gradients(model, names, x, y))
+
+
+@pytest.mark.parametrize("kind", ["srht", "gaussian"])
+def test_projecting_column_blocks_equals_projecting_the_whole(kind, monkeypatch):
+    x = torch.randn(9, 300, generator=torch.Generator().manual_seed(2))
+    widths = [7, 150, 1, 142]  # boundaries that do not line up with Gaussian matrix blocks
+    blocks = list(x.split(widths, dim=1))
+    if kind == "srht":
+        projector = HadamardProjector(300, 32, seed=5)
+    else:
+        projector = GaussianProjector(300, 32, seed=5, block_rows=64, cache_bytes=0)
+        generated = []
+        original = GaussianProjector.block
+        monkeypatch.setattr(GaussianProjector, "block",
+                            lambda self, i: generated.append(i) or original(self, i))
+    torch.testing.assert_close(projector(blocks), projector(x), atol=1e-5, rtol=1e-5)
+    if kind == "gaussian":  # regenerated path: every matrix block made once per call
+        assert generated == [0, 1, 2, 3, 4] * 2
+    with pytest.raises(CurationError, match="column blocks"):
+        projector(blocks[:-1])
 
 
 def test_adam_features_match_hand_computation():
