@@ -1,13 +1,14 @@
 """Benchmark per-example gradients, random projection and the datastore's memory, in one run.
 
-    python benchmarks/bench_gradients.py [--threads 1] [--n-large 200000] [--n-small 20000]
+    python benchmarks/bench_gradients.py [--threads 1] [--n-large 200000] [--n-small 50000]
 
 (``--n-large 0`` skips part 3.)
 
-1. Per-example gradients, examples/s: ours (``vmap(grad)`` over batches of 256) against the
-   LESS way (batch size 1: forward, ``backward()``, concatenate ``.grad``), on the same MLP
-   proxy (64 -> 128 -> 10, 9,610 parameters, warmed up) and the same real data (scikit-learn's
-   8x8 digits); both must give the same gradients.
+1. Per-example gradients, examples/s: ours (``vmap(grad)`` over batches of 256, one block per
+   parameter, as the datastore consumes them) against the LESS way (batch size 1: forward,
+   ``backward()``, concatenate ``.grad``), on the same MLP proxy (64 -> 128 -> 10, 9,610
+   parameters, warmed up) and the same real data (scikit-learn's 8x8 digits); the gradients
+   of both are compared.
 2. Projection to ``dim`` dims, examples/s: ours (``srht``; also our blockwise ``gaussian``)
    against a plain dense Rademacher projection in torch, TRAK's CPU ``BasicProjector``
    approach (a materialized +-1/sqrt(dim) matrix and one matmul; generating the matrix is not
@@ -17,12 +18,14 @@
    of 8192) over synthetic 64-d features with an MLP proxy (64 -> 32 -> 10), for
    ``--n-small`` and ``--n-large`` examples, each build in a fresh subprocess reading
    ``/proc/self/status`` (VmHWM; and RssAnon sampled every 20 ms, which leaves out the pages
-   of the memory-mapped inputs). Bounded by the shard, not by n, if both sizes peak alike.
+   of the memory-mapped inputs) after a small warm-up build. Bounded by the batch, not by n,
+   if both sizes grow alike.
 
-Timings are best-of-3 in this process, ours and the baseline interleaved under the same
-settings. Torch runs with ``--threads`` threads (default 1): on a 2-core machine shared with
-other work, OpenMP spin-waiting makes 2-thread timings swing by 5x, which would measure the
-neighbours rather than the code; the baseline's batch-of-one ops do not use threads anyway.
+Timings take the fastest of many short runs in this process, ours and the baseline
+interleaved under the same settings. Torch runs with ``--threads`` threads (default 1): on a
+2-core machine shared with other work, OpenMP spin-waiting makes 2-thread timings swing by
+5x, which would measure the neighbours rather than the code; the baseline's batch-of-one ops
+do not use threads anyway.
 """
 
 from __future__ import annotations
@@ -46,19 +49,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curation.gradients import (  # noqa: E402
     GaussianProjector,
     HadamardProjector,
+    per_example_gradient_blocks,
     per_example_gradients,
     projection_distortion,
 )
 from curation.proxy import ProxySpec, WarmupConfig, parameter_names, warmup  # noqa: E402
 
 
-def best_of(fn, repeats: int = 3) -> float:
-    times = []
+def fastest(fns: dict[str, callable], repeats: int) -> dict[str, float]:
+    """Seconds of the fastest of ``repeats`` runs of each function, the functions interleaved.
+
+    On a machine shared with other work the fastest run is the least disturbed one, and
+    interleaving gives every function the same conditions.
+    """
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def less_loop(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -70,13 +80,6 @@ def less_loop(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tens
         nn.functional.cross_entropy(model(xi[None]), yi[None]).backward()
         rows.append(torch.cat([params[n].grad.reshape(-1) for n in names]))
     return torch.stack(rows)
-
-
-def ours_batched(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor,
-                 batch: int = 256) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([per_example_gradients(model, names, x[s:s + batch], y[s:s + batch])
-                          for s in range(0, len(x), batch)])
 
 
 class DenseRademacher:
@@ -104,27 +107,39 @@ def digits_proxy(work: Path):
 
 def part_gradients(model, x, y) -> torch.Tensor:
     names = parameter_names(model, "all")
-    loop_n = 512
-    ours_batched(model, names, x[:256], y[:256])  # warm-up
-    t_ours = best_of(lambda: ours_batched(model, names, x, y))
-    t_loop = best_of(lambda: less_loop(model, names, x[:loop_n], y[:loop_n]))
-    grads = ours_batched(model, names, x, y)
+    batch, loop_n = 256, 64
+
+    def blocks() -> list[torch.Tensor]:
+        with torch.no_grad():
+            return per_example_gradient_blocks(model, names, x[:batch], y[:batch])
+
+    def concatenated() -> torch.Tensor:
+        with torch.no_grad():
+            return per_example_gradients(model, names, x[:batch], y[:batch])
+
+    t = fastest({"blocks": blocks, "concatenated": concatenated,
+                 "loop": lambda: less_loop(model, names, x[:loop_n], y[:loop_n])}, repeats=30)
+    rate_loop = loop_n / t["loop"]
+    with torch.no_grad():
+        grads = torch.cat([per_example_gradients(model, names, x[s:s + batch], y[s:s + batch])
+                           for s in range(0, len(x), batch)])
     diff = (grads[:loop_n] - less_loop(model, names, x[:loop_n], y[:loop_n])).abs().max().item()
-    rate_ours, rate_loop = len(x) / t_ours, loop_n / t_loop
     print(f"\n== 1. per-example gradients: MLP 64-128-10 ({grads.shape[1]:,} parameters), "
-          f"real 8x8 digits")
-    print(f"LESS loop (batch of 1, backward per example): {rate_loop:10,.0f} examples/s "
-          f"({loop_n} examples)")
-    print(f"ours (vmap(grad), batches of 256):            {rate_ours:10,.0f} examples/s "
-          f"({len(x)} examples)")
-    print(f"speed-up: {rate_ours / rate_loop:.1f}x (goal >= 10x)   max |difference|: {diff:.1e}")
+          f"real 8x8 digits; examples/s, fastest of 30 interleaved runs")
+    print(f"LESS loop (batch of 1, backward per example, {loop_n} examples): {rate_loop:9,.0f}")
+    for name, label in (("blocks", "ours: vmap(grad), a batch of 256, one block per parameter"),
+                        ("concatenated", "ours, blocks concatenated to one (256, n_params)")):
+        rate = batch / t[name]
+        print(f"{label + ':':62s} {rate:9,.0f}  {rate / rate_loop:5.1f}x")
+    print(f"goal >= 10x (the datastore consumes the blocks). max |ours - loop| = {diff:.1e}")
     return grads
 
 
 def part_projection(grads: torch.Tensor) -> None:
     n_params = grads.shape[1]
-    batch = grads[:1024].contiguous()
-    print(f"\n== 2. projection of {len(batch)} real gradients ({n_params:,} -> dim), examples/s")
+    batch = grads[:256].contiguous()
+    print(f"\n== 2. projection of {len(batch)} real gradients ({n_params:,} -> dim), examples/s, "
+          "fastest of 15 interleaved runs")
     print(f"{'dim':>5} {'dense Rademacher (TRAK)':>24} {'ours srht':>12} {'ratio':>6} "
           f"{'ours gaussian':>14} {'ratio':>6}")
     for dim in (256, 512, 1024):
@@ -133,7 +148,9 @@ def part_projection(grads: torch.Tensor) -> None:
         gauss = GaussianProjector(n_params, dim)
         for p in (dense, srht, gauss):
             p(batch[:64])  # warm-up: JIT, cached blocks
-        t_dense, t_srht, t_gauss = (best_of(lambda p=p: p(batch)) for p in (dense, srht, gauss))
+        t = fastest({name: (lambda p=p: p(batch)) for name, p in
+                     (("dense", dense), ("srht", srht), ("gauss", gauss))}, repeats=15)
+        t_dense, t_srht, t_gauss = t["dense"], t["srht"], t["gauss"]
         r = len(batch)
         print(f"{dim:5d} {r / t_dense:24,.0f} {r / t_srht:12,.0f} {t_dense / t_srht:5.1f}x "
               f"{r / t_gauss:14,.0f} {t_dense / t_gauss:5.1f}x")
@@ -171,14 +188,19 @@ n = int(sys.argv[4])
 labels = np.load(sys.argv[3])[:n]
 proxy = load_proxy(sys.argv[1])
 ids = [f"ex{i:07d}" for i in range(n)]
-before = status("VmRSS")
+# A 512-example build first: loading the Numba kernels and torch.func's first call allocate
+# memory once per process, whatever n is; measure the real build after it.
+build_datastore(proxy, inputs[:512], labels[:512], ids[:512], sys.argv[5] + "-warmup",
+                DatastoreSpec())
+before, anon_before = status("VmRSS"), status("RssAnon")
 sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
 start = time.perf_counter()
 store = build_datastore(proxy, inputs[:n], labels, ids, sys.argv[5], DatastoreSpec())
 seconds = time.perf_counter() - start
 done.set(); sampler.join()
-print(json.dumps({"before": before, "hwm": status("VmHWM"), "anon": peak_anon[0],
+print(json.dumps({"before": before, "anon_before": anon_before, "hwm": status("VmHWM"),
+                  "anon": peak_anon[0],
                   "seconds": seconds, "bytes": store.nbytes, "shards": len(store.manifest["shards"])}))
 """
 
@@ -196,8 +218,8 @@ def part_memory(work: Path, sizes: list[int], threads: int) -> None:
     del inputs
     spec_text = "4 checkpoints x 1024 dims, float16, shards of 8192"
     print(f"\n== 3. peak memory building a datastore (MLP 64-32-10, 2,410 parameters; {spec_text})")
-    print(f"{'examples':>9} {'RSS before':>11} {'peak RSS':>9} {'peak anon':>10} {'store':>10} "
-          f"{'shards':>7} {'examples/s':>11}")
+    print(f"{'examples':>9} {'RSS before':>11} {'peak RSS':>9} {'anon before':>12} "
+          f"{'peak anon':>10} {'build anon':>11} {'store':>9} {'shards':>7} {'examples/s':>11}")
     env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                    "NUMBA_NUM_THREADS": str(threads)}
     mib = 2**20
@@ -211,19 +233,24 @@ def part_memory(work: Path, sizes: list[int], threads: int) -> None:
         if result.returncode != 0:
             raise SystemExit(f"datastore build of {size} examples failed:\n{result.stderr}")
         r = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"{size:9,d} {r['before'] / mib:9.0f}Mi {r['hwm'] / mib:7.0f}Mi {r['anon'] / mib:8.0f}Mi "
-              f"{r['bytes'] / mib:8.0f}Mi {r['shards']:7d} {size / r['seconds']:11,.0f}")
-    batch = 256 * 4 * (2410 + 4096 + 1024) * 4
-    print(f"for scale: one shard is {8192 * 4 * 1024 * 2 / mib:.0f} MiB on disk; one batch's "
-          f"gradients, padded transform input and projections ~{batch / mib:.0f} MiB; the inputs "
-          f"of {n:,} examples {n * 64 * 4 / mib:.0f} MiB (memory-mapped)")
+        print(f"{size:9,d} {r['before'] / mib:9.0f}Mi {r['hwm'] / mib:7.0f}Mi "
+              f"{r['anon_before'] / mib:10.0f}Mi {r['anon'] / mib:8.0f}Mi "
+              f"{(r['anon'] - r['anon_before']) / mib:9.0f}Mi {r['bytes'] / mib:7.0f}Mi "
+              f"{r['shards']:7d} {size / r['seconds']:11,.0f}")
+    print(f"'before': after imports, proxy, ids, labels and a 512-example warm-up build (one-time "
+          f"runtime set-up); 'build anon' = peak anonymous memory during the build minus that. "
+          f"Peak RSS (VmHWM) also counts the warm-up and the pages of the memory-mapped inputs "
+          f"({n * 64 * 4 / mib:.0f} MiB for {n:,} examples). For scale: a shard is "
+          f"{8192 * 4 * 1024 * 2 / mib:.0f} MiB on disk, its float32 features "
+          f"{8192 * 4 * 1024 * 4 / mib:.0f} MiB; one batch of 256 examples' gradients and "
+          f"features ~{256 * 4 * (2410 + 1024) * 4 / mib:.0f} MiB.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-large", type=int, default=200_000)
-    parser.add_argument("--n-small", type=int, default=20_000)
+    parser.add_argument("--n-small", type=int, default=50_000)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import numba
