@@ -471,9 +471,8 @@ def _compute_on_dask(scheduler: str, proxy: Proxy, spec: DatastoreSpec, inputs: 
     token = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:12]
     digests: dict[int, str] = {}
     with client:
-        threads = sum(client.nthreads().values())
-        if threads == 0:
-            raise CurationError(f"the Dask scheduler at {scheduler!r} has no workers")
+        # An adaptive cluster may have no workers until tasks arrive: still submit two.
+        threads = max(1, sum(client.nthreads().values()))
         queue = iter(missing)
         index_of = {}
 
