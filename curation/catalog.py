@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -31,7 +31,9 @@ from curation.errors import CurationError
 from curation.io import _json_default
 from curation.lineage import config_hash, selection_id
 from curation.pool import Pool
-from curation.selectors import Selection
+
+if TYPE_CHECKING:  # the selectors import torch; catalog commands should start fast
+    from curation.selectors import Selection
 
 T = TypeVar("T")
 
