@@ -143,7 +143,8 @@ def create(
 def list_releases(db: Db = None) -> None:
     """Every release, oldest first."""
     with user_errors():
-        rows = _catalog(db).releases()
+        rows = _catalog(db).releases().select(
+            ["version", "selector", "config_hash", "n_rows", "source_id", "created_at"])
     print_table(rows)
 
 
