@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"raw_pool", "gradient_datastore", "scored_subsets", "scored_subset", "dataset_release"}
-ZOOM_OUT_CLICKS = 2
+MAX_ZOOM_OUT_CLICKS = 6
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run",
                   "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1600,1000",
@@ -55,7 +55,7 @@ def main() -> None:
         tmp = args.out.with_suffix(".tmp.png")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="ui-check-chromium-") as profile:
-            _screenshot(chromium, profile, url, tmp, args.timeout)
+            _screenshot(chromium, profile, url, tmp, args.timeout, keys)
         _check_png(tmp)
         os.replace(tmp, args.out)
         print(f"ui-check: {url} shows {len(keys)} assets; screenshot -> {args.out}")
@@ -96,9 +96,10 @@ def _wait_for_graph(port: int, timeout: float) -> set[str]:
     return keys
 
 
-def _screenshot(chromium: str, profile: str, url: str, out: Path, timeout: float) -> None:
-    """Drive headless Chromium over the DevTools protocol: open ``url``, wait until every
-    expected asset name is on the page (the graph is laid out), save a PNG."""
+def _screenshot(chromium: str, profile: str, url: str, out: Path, timeout: float,
+                keys: set[str]) -> None:
+    """Drive headless Chromium over the DevTools protocol: open ``url``, expand the asset
+    groups, zoom out until every served asset (``keys``) is drawn, save a PNG."""
     from websockets.sync.client import connect
 
     debug_port = _free_port()
@@ -119,30 +120,44 @@ def _screenshot(chromium: str, profile: str, url: str, out: Path, timeout: float
                 source="localStorage.setItem('communityNux', JSON.stringify('1'))")
             cdp("Page.navigate", url=url)
             deadline = time.monotonic() + timeout
-            shown: set[str] = set()
-            while time.monotonic() < deadline:
+
+            def page_lines() -> set[str]:
                 text = cdp("Runtime.evaluate", expression="document.body.innerText",
                            returnByValue=True)["result"].get("value") or ""
-                shown = {k for k in EXPECTED if k in text}
-                if shown == EXPECTED:
-                    break
-                if "Global asset lineage" in text:
-                    # Groups are drawn collapsed; expand them all (the graph's shortcut, Alt+E).
+                return {line.strip() for line in text.splitlines()}
+
+            def visible() -> set[str]:
+                return keys & page_lines()
+
+            # The groups are drawn collapsed: once the page is up, expand them all (the graph's
+            # shortcut, Alt+E, a toggle: pressed again only if nothing expanded for a while).
+            pressed = 0.0
+            while not visible():
+                if time.monotonic() > deadline:
+                    sys.exit(f"ui-check: {url} shows no asset after {timeout:.0f} s")
+                if "Global asset lineage" in page_lines() and time.monotonic() - pressed > 15:
                     for kind in ("rawKeyDown", "keyUp"):
                         cdp("Input.dispatchKeyEvent", type=kind, modifiers=1, key="e",
                             code="KeyE", windowsVirtualKeyCode=69)
-                time.sleep(2)
-            else:
-                sys.exit(f"ui-check: {url} rendered without {sorted(EXPECTED - shown)}")
-            # Once the expanded layout has settled: close the group tree beside the graph (its
-            # toggle button) and zoom out (the graph's zoom-out button) until all of it shows.
+                    pressed = time.monotonic()
+                time.sleep(1)
+            # Once the layout has settled: close the group tree beside the graph (its toggle
+            # button), then zoom out (the graph's zoom-out button) until every asset is drawn
+            # (the graph only renders nodes inside the viewport).
             time.sleep(4)
             _click(cdp, 512, 80)
             time.sleep(2)
-            for _ in range(ZOOM_OUT_CLICKS):
+            for _ in range(MAX_ZOOM_OUT_CLICKS):
+                if visible() == keys:
+                    break
                 _click(cdp, 1572, 851)
-                time.sleep(1)
-            time.sleep(2)
+                time.sleep(2)
+            shown = visible()
+            if shown != keys:
+                sys.exit(f"ui-check: {url} rendered without {sorted(keys - shown)}")
+            # Nodes just outside the viewport are drawn too: one more step shows them whole.
+            _click(cdp, 1572, 851)
+            time.sleep(3)
             data = cdp("Page.captureScreenshot", format="png")["data"]
             out.write_bytes(base64.b64decode(data))
     finally:
