@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export CURATION_HOME ?= $(CURDIR)/.curation
 
-.PHONY: install demo test lint ui materialize bench bench-quality clean
+.PHONY: install demo test lint ui ui-check materialize bench bench-quality clean
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ lint: install
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# Serves the UI on a free loopback port, loads the asset graph in headless Chromium
+# (apt-get install -y chromium; not needed by `make test`) and saves docs/asset-graph.png.
+ui-check: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python scripts/ui_check.py --out docs/asset-graph.png
 
 materialize: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m pipelines.definitions --select '*'

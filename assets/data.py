@@ -39,7 +39,7 @@ def splits(config: SplitsConfig, artifacts: ArtifactStore, catalog: CatalogResou
     for name, role, pool in zip(SPLITS, ("pool", "target", "test"), pools, strict=True):
         path = artifacts.path("splits", pool.content_hash[:16], f"{role}.parquet")
         write_parquet(path, pool.table)
-        catalog.catalog().record_pool(pool, role)
+        catalog.catalog().record_pool(pool, role, path=path)
         metadata = {"rows": len(pool), "input": pool.input_column, "path": str(path),
                     "pool_id": pool.content_hash}
         if pool.has_labels:

@@ -1,8 +1,16 @@
-"""The DuckDB metadata catalog: one database file for pools, selections and evaluations.
+"""The DuckDB metadata catalog: one database file for pools, subsets, evaluations and releases.
 
-Bulk rows are loaded from Arrow tables by DuckDB itself (never row-by-row inserts). Each
-write is one short transaction on a fresh connection; DuckDB allows one writing process per
-file, so a write that finds the file locked retries with backoff for a bounded time.
+Tables: ``pools`` / ``examples`` (every split and its ids, labels, domains), ``datastores``,
+``selector_configs`` (every config by canonical hash: the dynamic partitions of
+``scored_subset``), ``selections`` / ``selection_members``, ``evaluations``,
+``distilled_sets`` / ``distilled_members``, and ``releases`` / ``release_members`` /
+``release_files``.
+
+Concurrency: DuckDB lets one process write a file at a time. Every write here is one short
+transaction on a fresh connection; a write (or read) that finds the file locked by another
+process retries with jittered backoff for a bounded time (``lock_timeout``), then fails
+naming the file. Rows are loaded in bulk by DuckDB from Arrow tables or Parquet files, never
+inserted row by row.
 """
 
 from __future__ import annotations
@@ -14,14 +22,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from curation.errors import CurationError
+from curation.io import _json_default
+from curation.lineage import config_hash, selection_id
 from curation.pool import Pool
-from curation.selectors import Selection
+
+if TYPE_CHECKING:  # the selectors import torch; catalog commands should start fast
+    from curation.selectors import Selection
 
 T = TypeVar("T")
 
@@ -34,6 +46,9 @@ CREATE TABLE IF NOT EXISTS examples (
 CREATE TABLE IF NOT EXISTS datastores (
     datastore_id VARCHAR PRIMARY KEY, pool_id VARCHAR, feature_kind VARCHAR, n BIGINT,
     checkpoints INTEGER, dim INTEGER, dtype VARCHAR, directory VARCHAR, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS selector_configs (
+    config_hash VARCHAR PRIMARY KEY, selector VARCHAR, budget DOUBLE, config JSON,
+    registered_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS selections (
     selection_id VARCHAR PRIMARY KEY, config_hash VARCHAR, selector VARCHAR, budget DOUBLE,
     k BIGINT, pool_id VARCHAR, datastore_id VARCHAR, lineage JSON, created_at TIMESTAMP);
@@ -42,7 +57,24 @@ CREATE TABLE IF NOT EXISTS selection_members (
 CREATE TABLE IF NOT EXISTS evaluations (
     selection_id VARCHAR, split VARCHAR, seed INTEGER, test_accuracy DOUBLE, n_train BIGINT,
     created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS distilled_sets (
+    distilled_id VARCHAR PRIMARY KEY, selection_id VARCHAR, method VARCHAR, n BIGINT,
+    pool_id VARCHAR, lineage JSON, path VARCHAR, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS distilled_members (
+    distilled_id VARCHAR, id VARCHAR, weight FLOAT, soft_label FLOAT[], rank INTEGER);
+CREATE TABLE IF NOT EXISTS releases (
+    version VARCHAR PRIMARY KEY, source_kind VARCHAR, source_id VARCHAR, config_hash VARCHAR,
+    selector VARCHAR, pool_id VARCHAR, n_rows BIGINT, directory VARCHAR, dvc_file VARCHAR,
+    dvc_md5 VARCHAR, dvc_text VARCHAR, remote VARCHAR, remote_url VARCHAR, lineage JSON,
+    created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS release_members (version VARCHAR, id VARCHAR, rank INTEGER);
+CREATE TABLE IF NOT EXISTS release_files (
+    version VARCHAR, relpath VARCHAR, size BIGINT, md5 VARCHAR, sha256 VARCHAR);
+ALTER TABLE pools ADD COLUMN IF NOT EXISTS path VARCHAR;
+ALTER TABLE selections ADD COLUMN IF NOT EXISTS path VARCHAR;
 """
+
+MIX_COLUMNS = ("label", "domain")
 
 
 class Catalog:
@@ -52,8 +84,12 @@ class Catalog:
         self.path = Path(path)
         self.lock_timeout = lock_timeout
 
+    # -- connections ---------------------------------------------------------------------
+
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if read_only and not self.path.exists():
+            raise CurationError(f"catalog not found: {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._retry(lambda: duckdb.connect(str(self.path), read_only=read_only))
         try:
@@ -75,17 +111,20 @@ class Catalog:
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
 
-    def _write(self, statements: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+    def _write(self, statements: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                statements(con)
+                result = statements(con)
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
                 raise
+            return result
 
-    def record_pool(self, pool: Pool, role: str) -> str:
+    # -- writes --------------------------------------------------------------------------
+
+    def record_pool(self, pool: Pool, role: str, path: str | Path | None = None) -> str:
         """Register a pool and its examples (replacing an earlier copy of the same content)."""
         n = len(pool)
         domain = (pool.table.column("domain").cast(pa.string()) if "domain" in pool.table.column_names
@@ -98,8 +137,10 @@ class Catalog:
         def write(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("DELETE FROM examples WHERE pool_id = ?", [pool.content_hash])
             con.execute("DELETE FROM pools WHERE pool_id = ?", [pool.content_hash])
-            con.execute("INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?)",
-                        [pool.content_hash, role, pool.source, n, pool.input_column, _now()])
+            con.execute("INSERT INTO pools (pool_id, role, source, n_rows, input_column, "
+                        "created_at, path) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [pool.content_hash, role, pool.source, n, pool.input_column, _now(),
+                         None if path is None else str(Path(path).resolve())])
             con.register("new_examples", examples)
             con.execute("INSERT INTO examples SELECT * FROM new_examples")
 
@@ -117,45 +158,135 @@ class Catalog:
 
         self._write(write)
 
-    def record_selection(self, selection: Selection, lineage: dict) -> str:
-        """Store a selection and its members; returns its id (stable for the same lineage)."""
-        from curation.lineage import config_hash
-
-        selection_id = config_hash({k: lineage.get(k) for k in
-                                    ("config_hash", "pool_id", "datastore_id", "target_id")})
-        members = selection.to_table()
-        members = members.add_column(0, "selection_id",
-                                     pa.array([selection_id] * len(selection), pa.string()))
+    def register_config(self, config: dict) -> str:
+        """Register a selector config (``selector``, ``budget``, parameters) under its
+        canonical hash; registering it again changes nothing. Returns the hash."""
+        for key in ("selector", "budget"):
+            if key not in config:
+                raise CurationError(f"selector config {config} is missing {key!r}")
+        key = config_hash(config)
 
         def write(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute("DELETE FROM selection_members WHERE selection_id = ?", [selection_id])
-            con.execute("DELETE FROM selections WHERE selection_id = ?", [selection_id])
-            con.execute(
-                "INSERT INTO selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [selection_id, lineage["config_hash"], lineage["selector"],
-                 lineage["config"]["budget"], len(selection), lineage["pool_id"],
-                 lineage["datastore_id"], json.dumps(lineage, sort_keys=True), _now()])
-            con.register("new_members", members)
-            con.execute("INSERT INTO selection_members SELECT * FROM new_members")
+            con.execute("INSERT OR IGNORE INTO selector_configs VALUES (?, ?, ?, ?, ?)",
+                        [key, config["selector"], float(config["budget"]),
+                         _dumps(config), _now()])
 
         self._write(write)
-        return selection_id
+        return key
+
+    def record_selection(self, selection: Selection, lineage: dict,
+                         path: str | Path | None = None) -> str:
+        """Store a selection and its members; returns its id (stable for the same lineage)."""
+        members = selection.to_table()
+        return self._record_selection(lineage, path, lambda con: con.register("members", members))
+
+    def load_selection_file(self, path: str | Path, lineage: dict) -> str:
+        """Record a selection Parquet file (``id, weight, score, rank``) read by DuckDB."""
+        path = Path(path).resolve()
+        if not path.exists():
+            raise CurationError(f"selection file not found: {path}")
+
+        def register(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute("CREATE TEMP VIEW members AS SELECT id, weight, score, rank "
+                        f"FROM read_parquet({_sql_string(path)})")
+
+        return self._record_selection(lineage, path, register)
+
+    def _record_selection(self, lineage: dict, path: str | Path | None,
+                          register: Callable[[duckdb.DuckDBPyConnection], None]) -> str:
+        sid = selection_id(lineage)
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            register(con)
+            con.execute("DELETE FROM selection_members WHERE selection_id = ?", [sid])
+            con.execute("DELETE FROM selections WHERE selection_id = ?", [sid])
+            con.execute(
+                "INSERT INTO selections (selection_id, config_hash, selector, budget, k, pool_id,"
+                " datastore_id, lineage, created_at, path) "
+                "VALUES (?, ?, ?, ?, (SELECT count(*) FROM members), ?, ?, ?, ?, ?)",
+                [sid, lineage["config_hash"], lineage["selector"], lineage["config"]["budget"],
+                 lineage["pool_id"], lineage["datastore_id"], _dumps(lineage),
+                 _now(), None if path is None else str(Path(path).resolve())])
+            con.execute("INSERT INTO selection_members SELECT ?, id, weight, score, rank "
+                        "FROM members", [sid])
+
+        self._write(write)
+        return sid
 
     def record_evaluation(self, selection_id: str, split: str, accuracies: list[float],
                           seeds: list[int], n_train: int) -> None:
+        if len(accuracies) != len(seeds):
+            raise CurationError(f"{len(accuracies)} accuracies for {len(seeds)} seeds")
+        rows = pa.table({
+            "selection_id": pa.array([selection_id] * len(seeds), pa.string()),
+            "split": pa.array([split] * len(seeds), pa.string()),
+            "seed": pa.array(seeds, pa.int32()),
+            "test_accuracy": pa.array(accuracies, pa.float64()),
+            "n_train": pa.array([n_train] * len(seeds), pa.int64()),
+            "created_at": pa.array([_now()] * len(seeds), pa.timestamp("us"))})
+
         def write(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("DELETE FROM evaluations WHERE selection_id = ? AND split = ?",
                         [selection_id, split])
-            for seed, acc in zip(seeds, accuracies, strict=True):
-                con.execute("INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?)",
-                            [selection_id, split, seed, acc, n_train, _now()])
+            con.register("new_rows", rows)
+            con.execute("INSERT INTO evaluations SELECT * FROM new_rows")
 
         self._write(write)
 
+    def record_distilled_set(self, distilled_id: str, members: pa.Table, lineage: dict,
+                             selection_id: str | None = None, path: str | Path | None = None
+                             ) -> str:
+        """Store a distilled set: real examples (``id``), ``weight`` and teacher soft labels
+        (``soft_label``, a list of class probabilities per example)."""
+        missing = [c for c in ("id", "weight", "soft_label") if c not in members.column_names]
+        if missing:
+            raise CurationError(f"distilled set {distilled_id}: missing columns {missing}")
+        members = members.select(["id", "weight", "soft_label"]).append_column(
+            "rank", pa.array(range(members.num_rows), pa.int32()))
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            con.register("new_members", members)
+            con.execute("DELETE FROM distilled_members WHERE distilled_id = ?", [distilled_id])
+            con.execute("DELETE FROM distilled_sets WHERE distilled_id = ?", [distilled_id])
+            con.execute("INSERT INTO distilled_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [distilled_id, selection_id, lineage.get("method"), members.num_rows,
+                         lineage.get("pool_id"), _dumps(lineage),
+                         None if path is None else str(Path(path).resolve()), _now()])
+            con.execute("INSERT INTO distilled_members SELECT ?, id, weight, "
+                        "CAST(soft_label AS FLOAT[]), rank FROM new_members", [distilled_id])
+
+        self._write(write)
+        return distilled_id
+
+    def record_release(self, record: dict, members_parquet: str | Path, files: pa.Table) -> None:
+        """Record a published release; its members are read from the exported Parquet file.
+
+        The version is the primary key, so a second release under the same version fails.
+        """
+        version = record["version"]
+        columns = ("version", "source_kind", "source_id", "config_hash", "selector", "pool_id",
+                   "n_rows", "directory", "dvc_file", "dvc_md5", "dvc_text", "remote",
+                   "remote_url", "lineage", "created_at")
+        values = [_dumps(record[c]) if c == "lineage" else record[c] for c in columns]
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            if con.execute("SELECT 1 FROM releases WHERE version = ?", [version]).fetchone():
+                raise CurationError(f"release {version!r} already exists in {self.path}; "
+                                    "versions are immutable, choose a new one")
+            con.execute(f"INSERT INTO releases ({', '.join(columns)}) VALUES "
+                        f"({', '.join('?' * len(columns))})", values)
+            con.execute("INSERT INTO release_members SELECT ?, id, selection_rank "
+                        f"FROM read_parquet({_sql_string(Path(members_parquet))})", [version])
+            con.register("new_files", files)
+            con.execute("INSERT INTO release_files SELECT ?, relpath, size, md5, sha256 "
+                        "FROM new_files", [version])
+
+        self._write(write)
+
+    # -- reads ---------------------------------------------------------------------------
+
     def query(self, sql: str, params: list | None = None) -> pa.Table:
         """Run read-only SQL and return an Arrow table; SQL errors become one clear line."""
-        if not self.path.exists():
-            raise CurationError(f"catalog not found: {self.path}")
         with self.connect(read_only=True) as con:
             try:
                 relation = con.sql(sql, params=params or None)
@@ -168,6 +299,156 @@ class Catalog:
             except duckdb.Error as exc:
                 raise CurationError(f"catalog query failed: {exc}") from exc
 
+    def _rows(self, sql: str, params: list | None = None) -> list[dict]:
+        return self.query(sql, params).to_pylist()
+
+    def selector_configs(self) -> list[dict]:
+        """Registered selector configs, oldest first: ``config_hash``, ``selector``,
+        ``budget``, ``config`` (a dict)."""
+        if not self.path.exists():
+            return []
+        rows = self._rows("SELECT config_hash, selector, budget, config FROM selector_configs "
+                          "ORDER BY registered_at, config_hash")
+        return [{**r, "config": json.loads(r["config"])} for r in rows]
+
+    def selector_config(self, key: str) -> dict:
+        """The config registered under hash ``key``."""
+        rows = self._rows("SELECT config FROM selector_configs WHERE config_hash = ?", [key]) \
+            if self.path.exists() else []
+        if not rows:
+            raise CurationError(
+                f"selector config {key!r} is not registered in {self.path}; register it with "
+                "`curation catalog register-config` or by running scored_subsets")
+        return json.loads(rows[0]["config"])
+
+    def resolve(self, kind: str, ref: str) -> str:
+        """The full id of a selection / distilled set / release from an id or unique prefix."""
+        table, column = {"selection": ("selections", "selection_id"),
+                         "distilled": ("distilled_sets", "distilled_id"),
+                         "release": ("releases", "version")}[kind]
+        if not self.path.exists():
+            raise CurationError(f"catalog not found: {self.path}")
+        rows = self._rows(f"SELECT {column} AS id FROM {table} WHERE {column} = ? "
+                          f"UNION SELECT {column} FROM {table} WHERE starts_with({column}, ?) "
+                          "ORDER BY 1", [ref, ref])
+        exact = [r["id"] for r in rows if r["id"] == ref]
+        if exact:
+            return exact[0]
+        if len(rows) == 1:
+            return rows[0]["id"]
+        if not rows:
+            raise CurationError(f"no {kind} {ref!r} in the catalog {self.path}")
+        raise CurationError(f"{kind} {ref!r} is ambiguous: "
+                            f"{', '.join(r['id'] for r in rows[:5])}")
+
+    def selection(self, ref: str) -> dict:
+        """A selection's catalog row (``lineage`` parsed) by id or unique prefix."""
+        sid = self.resolve("selection", ref)
+        row = self._rows("SELECT * FROM selections WHERE selection_id = ?", [sid])[0]
+        return {**row, "lineage": json.loads(row["lineage"])}
+
+    def members(self, kind: str, source_id: str) -> pa.Table:
+        """Members of a selection (``id, weight, score, rank``) or a distilled set
+        (``id, weight, soft_label, rank``), in rank order."""
+        if kind == "selection":
+            return self.query("SELECT id, weight, score, rank FROM selection_members "
+                              "WHERE selection_id = ? ORDER BY rank", [source_id])
+        return self.query("SELECT id, weight, soft_label, rank FROM distilled_members "
+                          "WHERE distilled_id = ? ORDER BY rank", [source_id])
+
+    def distilled_set(self, ref: str) -> dict:
+        did = self.resolve("distilled", ref)
+        row = self._rows("SELECT * FROM distilled_sets WHERE distilled_id = ?", [did])[0]
+        return {**row, "lineage": json.loads(row["lineage"])}
+
+    def pool(self, pool_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM pools WHERE pool_id = ?", [pool_id])
+        return rows[0] if rows else None
+
+    def evaluations(self, selection_id: str) -> list[dict]:
+        """Accuracy per split over seeds: ``split, seeds, mean, std, n_train``."""
+        return self._rows(
+            "SELECT split, count(*) AS seeds, avg(test_accuracy) AS mean, "
+            "coalesce(stddev_pop(test_accuracy), 0) AS std, max(n_train) AS n_train "
+            "FROM evaluations WHERE selection_id = ? GROUP BY split ORDER BY split",
+            [selection_id])
+
+    def release(self, version: str) -> dict:
+        """A release's catalog row with its files; an unknown version lists the known ones."""
+        rows = self._rows("SELECT * FROM releases WHERE version = ?", [version]) \
+            if self.path.exists() else []
+        if not rows:
+            known = [r["version"] for r in self.releases().to_pylist()] if self.path.exists() \
+                else []
+            raise CurationError(f"no release {version!r} in {self.path}; known: {known or 'none'}")
+        files = self._rows("SELECT relpath, size, md5, sha256 FROM release_files "
+                           "WHERE version = ? ORDER BY relpath", [version])
+        return {**rows[0], "lineage": json.loads(rows[0]["lineage"]), "files": files}
+
+    def releases(self) -> pa.Table:
+        return self.query("SELECT version, source_kind, source_id, selector, config_hash, "
+                          "n_rows, remote, dvc_md5, created_at FROM releases ORDER BY created_at")
+
+    # -- canned queries ------------------------------------------------------------------
+
+    def releases_containing(self, example_id: str) -> pa.Table:
+        """Every release holding ``example_id``, with its rank there."""
+        return self.query(
+            "SELECT r.version, r.source_kind, r.source_id, r.selector, r.config_hash, "
+            "m.rank, r.created_at FROM release_members m JOIN releases r USING (version) "
+            "WHERE m.id = ? ORDER BY r.created_at, r.version", [example_id])
+
+    def overlap(self, a: str, b: str) -> dict:
+        """Sizes, intersection, union and Jaccard index of two selections (ids or prefixes)."""
+        a, b = self.resolve("selection", a), self.resolve("selection", b)
+        row = self._rows(
+            "WITH x AS (SELECT DISTINCT id FROM selection_members WHERE selection_id = ?), "
+            "y AS (SELECT DISTINCT id FROM selection_members WHERE selection_id = ?) "
+            "SELECT (SELECT count(*) FROM x) AS n_a, (SELECT count(*) FROM y) AS n_b, "
+            "(SELECT count(*) FROM x JOIN y USING (id)) AS intersection, "
+            "(SELECT count(*) FROM (SELECT id FROM x UNION SELECT id FROM y)) AS union_size",
+            [a, b])[0]
+        jaccard = row["intersection"] / row["union_size"] if row["union_size"] else 0.0
+        return {"a": a, "b": b, **row, "only_a": row["n_a"] - row["intersection"],
+                "only_b": row["n_b"] - row["intersection"], "jaccard": jaccard}
+
+    def mix(self, ref: str, by: str = "label") -> pa.Table:
+        """Counts and shares of each label (or domain) in a selection next to its pool, and
+        the ratio of the two shares (>1: over-represented in the subset)."""
+        if by not in MIX_COLUMNS:
+            raise CurationError(f"mix 'by' must be one of {MIX_COLUMNS}, got {by!r}")
+        sid = self.resolve("selection", ref)
+        return self.query(
+            f"""
+            WITH s AS (SELECT pool_id FROM selections WHERE selection_id = $sid),
+            pool AS (
+                SELECT CAST(e.{by} AS VARCHAR) AS value, count(*) AS pool_n
+                FROM examples e WHERE e.pool_id = (SELECT pool_id FROM s) GROUP BY 1),
+            sub AS (
+                SELECT CAST(e.{by} AS VARCHAR) AS value, count(*) AS subset_n
+                FROM selection_members m
+                JOIN examples e ON e.id = m.id AND e.pool_id = (SELECT pool_id FROM s)
+                WHERE m.selection_id = $sid GROUP BY 1)
+            SELECT value AS {by}, coalesce(subset_n, 0) AS subset_n,
+                   coalesce(subset_n, 0) / sum(coalesce(subset_n, 0)) OVER () AS subset_share,
+                   coalesce(pool_n, 0) AS pool_n,
+                   coalesce(pool_n, 0) / sum(coalesce(pool_n, 0)) OVER () AS pool_share,
+                   (coalesce(subset_n, 0) / sum(coalesce(subset_n, 0)) OVER ())
+                     / nullif(coalesce(pool_n, 0) / sum(coalesce(pool_n, 0)) OVER (), 0)
+                     AS ratio
+            FROM pool FULL OUTER JOIN sub USING (value)
+            ORDER BY TRY_CAST(value AS BIGINT) NULLS LAST, value
+            """, {"sid": sid})
+
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, sort_keys=True, default=_json_default)
+
+
+def _sql_string(path: Path) -> str:
+    """A path as a SQL string literal (table functions take no bound parameters here)."""
+    return "'" + str(path).replace("'", "''") + "'"

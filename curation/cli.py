@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import pyarrow.parquet as pq
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from curation.cli_common import console, default_home, user_errors
+from curation.cli_ops import register_catalog_commands, release_app
 from curation.datastore_cli import datastore_app
 from curation.errors import CurationError
 
-app = typer.Typer(help="Gradient-based data curation: demo data, selection, evaluation.",
+app = typer.Typer(help="Gradient-based data curation: demo data, selection, evaluation, "
+                       "catalog queries and versioned releases.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 catalog_app = typer.Typer(help="Query the DuckDB metadata catalog.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(datastore_app, name="datastore")
-console = Console()
-errors = Console(stderr=True)
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("CURATION_HOME", ".curation"))
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    try:
-        yield
-    except CurationError as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+register_catalog_commands(catalog_app)
+app.add_typer(release_app, name="release")
 
 
 @app.command("demo-data")

@@ -16,7 +16,7 @@ import numpy as np
 from curation.datastore import DatastoreSpec, GradientStore, build_datastore, open_datastore
 from curation.embed import input_matrix
 from curation.errors import CurationError
-from curation.lineage import config_hash, selection_lineage
+from curation.lineage import config_hash
 from curation.pool import Pool
 from curation.proxy import (
     Proxy,
@@ -26,6 +26,7 @@ from curation.proxy import (
     predict_probabilities,
     warmup,
 )
+from curation.selection import select_with_lineage
 from curation.selectors import Selection, SelectionInputs, Selector
 
 
@@ -104,13 +105,7 @@ def run_selection(pool: Pool, target: Pool | None, selector: Selector, budget: f
                                  lambda kind: store("target", kind),
                                  functools.cache(lambda: (predict_probabilities(proxy, pool_x),
                                                           pool.labels)))
-    selection = selector.select(inputs, budget)
-    pool_store = next((s for (split, _), s in stores.items() if split == "pool"), None)
-    lineage = selection_lineage(
-        selector.config(), budget=budget, k=len(selection), pool_id=pool.content_hash,
-        datastore_id=pool_store.store_id if pool_store else None,
-        proxy_checkpoints=[c.sha256 for c in proxy.checkpoints] if proxy else [],
+    return select_with_lineage(
+        selector, inputs, budget, pool_id=pool.content_hash,
         target_id=target.content_hash if target is not None else None,
-    )
-    lineage["selection_info"] = selection.info
-    return selection, lineage
+        proxy_checkpoints=[c.sha256 for c in proxy.checkpoints] if proxy else [])

@@ -1,6 +1,8 @@
-"""Dagster resources: where artifacts live and the DuckDB catalog."""
+"""Dagster resources: artifact storage, the DuckDB catalog, the DVC repository, the pool dropbox."""
 
 from resources.catalog import CatalogResource
+from resources.dvc import DvcRepository
+from resources.operations import PoolDropbox
 from resources.storage import ArtifactStore
 
-__all__ = ["ArtifactStore", "CatalogResource"]
+__all__ = ["ArtifactStore", "CatalogResource", "DvcRepository", "PoolDropbox"]

@@ -1,6 +1,7 @@
 """Shared fixtures: every test writes under tmp_path; nothing touches the network or $HOME."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,17 @@ def tiny_run_config(scenario: str = "digits", methods=("random", "less", "el2n",
         "benchmark_report": {"config": {"methods": ["random", "gtp"], "budgets": [0.1],
                                         "seeds": [0], "dim": 64}},
     }}
+
+
+def init_dvc_repo(path: Path, remote: Path | None = None) -> Path:
+    """``git init`` + ``dvc init`` in ``path``, with ``remote`` as the default DVC remote."""
+    from dvc.repo import Repo
+
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=path, check=True)
+    with Repo.init(str(path)) as repo:
+        if remote is not None:
+            with repo.config.edit() as config:
+                config["remote"]["local"] = {"url": str(remote)}
+                config["core"]["remote"] = "local"
+    return path

@@ -33,7 +33,10 @@ def test_whole_graph_materializes_on_tiny_real_data(home):
         assert table.num_rows == subset["k"] == round(subset["budget"] * 300)
         lineage = json.loads(Path(subset["path"]).with_suffix(".lineage.json").read_text())
         assert lineage["config_hash"] == subset["config_hash"]
-        assert len(lineage["proxy_checkpoints"]) == 4
+        # Lineage names what the selector read: random reads nothing, LESS the Adam store.
+        assert len(lineage["proxy_checkpoints"]) == (0 if subset["method"] == "random" else 4)
+        used = {"random": set(), "el2n": set(), "less": {"adam"}, "gtp": {"sgd"}}[subset["method"]]
+        assert set(lineage["datastores"]) == used
     records = result.output_for_node("subset_evaluation")
     full = [r for r in records if r["method"] == "full"]
     assert len(full) == 1 and full[0]["n_selected"] == 300 and full[0]["test_accuracy"] > 0.85

@@ -23,7 +23,8 @@ def run(*args: str, env_home: Path) -> subprocess.CompletedProcess:
 
 
 def test_help_everywhere(home):
-    for command in ([], ["demo-data"], ["select"], ["evaluate"], ["catalog", "query"]):
+    for command in ([], ["demo-data"], ["select"], ["evaluate"], ["catalog", "query"],
+                    ["catalog", "mix"], ["release", "create"], ["release", "checkout"]):
         result = run(*command, "--help", env_home=home)
         assert result.returncode == 0 and "Usage" in result.stdout, result.stderr
 

@@ -67,7 +67,9 @@ def test_dagster_dev_serves_the_asset_graph_on_loopback(home):
             except OSError:
                 time.sleep(1)
         assert keys is not None, "dagster dev did not answer within 180 s"
-        assert {"raw_pool", "gradient_datastore", "scored_subsets", "subset_evaluation"} <= keys
+        # Both code locations: the shared graph and the per-config (partitioned) graph.
+        assert {"raw_pool", "gradient_datastore", "scored_subsets", "subset_evaluation",
+                "scored_subset", "dataset_release"} <= keys
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
