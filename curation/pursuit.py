@@ -656,6 +656,7 @@ def _score(block: np.ndarray, half: bool, r: np.ndarray, inv_norms: np.ndarray,
 
 def _score_all(src: _Atoms, r: np.ndarray, inv_norms: np.ndarray, block_rows: int,
                out: np.ndarray) -> np.ndarray:
+    """``_score`` of every atom into ``out``, block by block; returns ``out``."""
     for start, block in src.blocks(block_rows):
         stop = start + len(block)
         _score(block, src.half, r, inv_norms[start:stop], out[start:stop])
