@@ -76,9 +76,13 @@ class Selector(ABC):
     # Which inputs the selector reads, so callers build only those: "gradients", "target",
     # "proxy".
     needs: ClassVar[tuple[str, ...]] = ()
+    # Options that choose where or how the work runs but not what is selected; left out of
+    # ``config()`` so that they do not change the config hash in lineage records.
+    execution_only: ClassVar[tuple[str, ...]] = ()
 
     def config(self) -> dict:
-        return {"selector": self.name, **asdict(self)}
+        options = {k: v for k, v in asdict(self).items() if k not in self.execution_only}
+        return {"selector": self.name, **options}
 
     def select(self, inputs: SelectionInputs, budget: float) -> Selection:
         k = resolve_budget(budget, len(inputs.ids))

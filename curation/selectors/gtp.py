@@ -7,6 +7,16 @@ an example whose contribution is already explained (a near-duplicate) is not pic
 If the residual has no positive correlation left before the budget is spent, the rest is
 filled by cosine similarity to the target (weight 0) and ``info['n_pursuit']`` says how many
 picks came from pursuit.
+
+The pool store's float16 shards are read in place (memory-mapped per pass, see
+``curation.pursuit.MappedRows``); no float32 copy of the store is made, for either checkpoint
+weighting: a weight per checkpoint is a per-column scale of the atoms, applied inside the
+pursuit. Scale options: ``refresh > 1`` is the lazy-greedy pursuit (a full pass over the pool
+at most every ``refresh`` steps; approximate); ``shards > 1`` scores the pool in that many
+tasks per pass (``curation.pursuit.sharded_pursuit``), on the Dask cluster at ``scheduler`` if
+one is given (its workers must see the store's directory). Sharding and the scheduler change
+where the work runs, not the selection, so ``scheduler`` is left out of the selector's config
+(and its hash); ``shards`` stays in it as a record of how the run was split.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation.datastore import GradientStore
 from curation.errors import CurationError
 from curation.selectors.base import SelectionInputs, Selector, top_k
 
@@ -27,8 +38,12 @@ class GTPSelector(Selector):
     checkpoint_weighting: str = "uniform"
     nonnegative: bool = True
     tol: float = 1e-6
+    shards: int = 1
+    refresh: int = 1
+    scheduler: str = ""  # Dask scheduler address; "" runs in this process
     name = "gtp"
     needs = ("gradients", "target")
+    execution_only = ("scheduler",)
 
     def __post_init__(self) -> None:
         if self.checkpoint_weighting not in _CHECKPOINT_WEIGHTING:
@@ -36,23 +51,35 @@ class GTPSelector(Selector):
                 f"gtp 'checkpoint_weighting' must be one of {_CHECKPOINT_WEIGHTING}, "
                 f"got {self.checkpoint_weighting!r}"
             )
+        for field in ("shards", "refresh"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CurationError(f"gtp {field!r} must be an integer >= 1, got {value!r}")
 
     def _select(self, inputs: SelectionInputs, k: int):
-        from curation.pursuit import pursuit  # numba loads only when GTP runs
+        # numba loads only when GTP runs
+        from curation.pursuit import correlations, pursuit, sharded_pursuit
 
         store = inputs.pool_store(self.feature_kind)
-        lrs = store.checkpoint_lrs
-        weights = lrs / lrs.sum() if self.checkpoint_weighting == "lr" else None
-        atoms = store.trajectories(weights)
-        target = inputs.target_store("sgd").trajectories(weights).mean(axis=0)
-        result = pursuit(atoms, target, k, nonnegative=self.nonnegative, tol=self.tol)
+        scale = checkpoint_scale(store, self.checkpoint_weighting)
+        atoms = store_atoms(store)
+        target = mean_trajectory(inputs.target_store("sgd"))
+        if scale is not None:
+            target = target * scale
+        options = {"nonnegative": self.nonnegative, "tol": self.tol, "column_scale": scale,
+                   "refresh": self.refresh}
+        if self.shards > 1:
+            result = sharded_pursuit(atoms, target, k, shards=min(self.shards, store.n),
+                                     scheduler=self.scheduler or None, **options)
+        else:
+            result = pursuit(atoms, target, k, **options)
         picked = np.asarray(result.indices, dtype=np.int64)
         chosen_weights = np.asarray(result.weights, dtype=np.float64)
         scores = np.asarray(result.correlations, dtype=np.float64)
         n_pursuit = len(picked)
         if n_pursuit < k:
-            cosine = atoms @ target / np.maximum(
-                np.linalg.norm(atoms, axis=1) * np.linalg.norm(target), 1e-12)
+            cosine = correlations(atoms, target, column_scale=scale) / max(
+                float(np.linalg.norm(target)), 1e-12)
             cosine[picked] = -np.inf
             fill = top_k(cosine, k - n_pursuit)
             picked = np.concatenate([picked, fill])
@@ -61,4 +88,31 @@ class GTPSelector(Selector):
         residual = result.residual_norms[-1] / max(np.linalg.norm(target), 1e-12) \
             if len(result.residual_norms) else 1.0
         return picked, chosen_weights, scores, {
-            "n_pursuit": n_pursuit, "relative_residual": float(residual)}
+            "n_pursuit": n_pursuit, "relative_residual": float(residual),
+            "passes": int(result.passes)}
+
+
+def store_atoms(store: GradientStore) -> list:
+    """The store's shards as ``MappedRows`` (rows = flattened (checkpoints * dim) trajectories)."""
+    from curation.pursuit import MappedRows
+
+    return [MappedRows(str(store.directory / shard["file"])) for shard in store.manifest["shards"]]
+
+
+def checkpoint_scale(store: GradientStore, weighting: str) -> np.ndarray | None:
+    """Per-column scale of the trajectories: None (uniform) or lr-proportional checkpoint weights
+    (summing to one) repeated over each checkpoint's ``dim`` columns."""
+    if weighting == "uniform":
+        return None
+    lrs = store.checkpoint_lrs
+    return np.repeat(lrs / lrs.sum(), store.dim)
+
+
+def mean_trajectory(store: GradientStore, block_rows: int = 4096) -> np.ndarray:
+    """Mean of a store's (unscaled) trajectories in float64, read in blocks of rows."""
+    total = np.zeros(store.checkpoints * store.dim)
+    for shard in store.shards():
+        for start in range(0, len(shard), block_rows):
+            block = shard[start:start + block_rows]
+            total += block.reshape(len(block), -1).sum(axis=0, dtype=np.float64)
+    return total / store.n
