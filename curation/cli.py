@@ -214,6 +214,7 @@ def distill(
     expert_epoch: Annotated[int | None, typer.Option(
         help="Expert epoch of the soft labels (default: the last).")] = None,
     expert_epochs: Annotated[int, typer.Option(help="Epochs of the expert trajectory.")] = 10,
+    expert_lr: Annotated[float, typer.Option(help="Adam learning rate of the experts.")] = 1e-3,
     top_k: Annotated[int | None, typer.Option(help="Keep the k largest soft-label entries.")]
     = None,
     model: Annotated[str, typer.Option(help="Expert and student model: linear or mlp.")]
@@ -235,7 +236,7 @@ def distill(
         config = DistillConfig(
             per_class=per_class, labels=labels, method=method, temperature=temperature,
             expert_epoch=expert_epoch, top_k=top_k, model=ProxySpec(model),
-            expert=ExpertConfig(epochs=expert_epochs),
+            expert=ExpertConfig(epochs=expert_epochs, lr=expert_lr),
             matching=MatchingConfig(iterations=iterations), seed=seed)
         seed_list = _parse_seeds(seeds)
         if not seed_list:

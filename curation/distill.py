@@ -63,7 +63,13 @@ Params = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class ExpertConfig:
-    """Expert trajectories: the student architecture trained on the pool, checkpoint per epoch."""
+    """Expert trajectories: the student architecture trained on the pool, checkpoint per epoch.
+
+    The defaults suit pools of a few thousand examples (about 50 Adam steps per epoch), where a
+    small learning rate keeps the trajectory gradual, as trajectory matching needs. Much smaller
+    pools take fewer steps per epoch: raise ``lr`` or ``epochs`` there (``evaluation.json``
+    reports the teacher's test accuracy).
+    """
 
     epochs: int = 10
     lr: float = 1e-3
@@ -344,6 +350,20 @@ def match_trajectories(inputs: np.ndarray, soft_labels: np.ndarray,
     plain gradient steps from the initialization would cover the expert's first
     ``expert_epochs`` epochs, so it needs no hand tuning.
     """
+    # The unrolled ops are tiny: extra threads only add synchronization (10x slower measured
+    # on two busy cores), so matching runs single-threaded and restores the setting after.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _match(inputs, soft_labels, trajectories, spec, config, learn_labels, seed,
+                      progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _match(inputs: np.ndarray, soft_labels: np.ndarray, trajectories: Sequence[Sequence[Params]],
+           spec: ProxySpec, config: MatchingConfig, learn_labels: bool, seed: int,
+           progress: bool) -> MatchResult:
     rng = np.random.default_rng(seed)
     n, n_classes = soft_labels.shape
     model = spec.build(inputs.shape[1], n_classes)
@@ -481,6 +501,7 @@ class DistillOutputs:
     result: EvalResult
     storage: dict
     size: int
+    record: dict  # the content of evaluation.json
 
 
 def run_distill(pool: Pool, test: Pool, config: DistillConfig, out_dir: str | Path,
@@ -521,7 +542,7 @@ def run_distill(pool: Pool, test: Pool, config: DistillConfig, out_dir: str | Pa
     shape = IMAGE_SHAPES.get(pool_x.shape[1]) if pool.input_column == "features" else None
     grid = save_image_grid(out_dir / "grid.png", stored.inputs, stored.labels, shape) \
         if shape else None
-    return DistillOutputs(path, evaluation, lineage, grid, result, storage, len(stored))
+    return DistillOutputs(path, evaluation, lineage, grid, result, storage, len(stored), record)
 
 
 def _checkpoint(expert: Proxy, epoch: int):

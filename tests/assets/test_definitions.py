@@ -8,7 +8,7 @@ def test_definitions_load_with_the_whole_graph():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"raw_pool", "target_set", "test_set", "model_inputs", "warmup_proxy",
                     "gradient_datastore", "target_gradients", "scored_subsets",
-                    "subset_evaluation", "benchmark_report"}
+                    "subset_evaluation", "benchmark_report", "distilled_set"}
     job = defs.resolve_job_def("demo_job")
     assert isinstance(job, dg.JobDefinition)
 
