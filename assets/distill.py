@@ -38,6 +38,8 @@ class DistilledSetConfig(dg.Config):
     expert_epochs: int = Field(default=10, gt=0, description="Epochs of the expert trajectory.")
     expert_lr: float = Field(default=1e-3, gt=0, description="Adam learning rate of the experts.")
     top_k: int | None = Field(default=None, description="Keep the k largest soft-label entries per row.")
+    expert_data: Literal["pool", "selection"] = Field(default="pool",
+                                                      description="Experts train on the pool or the subset.")
     model: Literal["linear", "mlp"] = Field(default="linear", description="Expert and student model.")
     iterations: int = Field(default=200, gt=0, description="Trajectory-matching iterations.")
     seed: int = Field(default=0, description="Seed of the choice, the experts and matching.")
@@ -51,10 +53,12 @@ class DistilledSetConfig(dg.Config):
         return name
 
     def core(self) -> DistillConfig:
-        return DistillConfig(self.per_class, self.labels, self.method, self.temperature,
-                             self.expert_epoch, self.top_k, ProxySpec(self.model),
-                             ExpertConfig(epochs=self.expert_epochs, lr=self.expert_lr),
-                             MatchingConfig(iterations=self.iterations), self.seed)
+        return DistillConfig(
+            per_class=self.per_class, labels=self.labels, method=self.method,
+            temperature=self.temperature, expert_epoch=self.expert_epoch, top_k=self.top_k,
+            expert_data=self.expert_data, model=ProxySpec(self.model),
+            expert=ExpertConfig(epochs=self.expert_epochs, lr=self.expert_lr),
+            matching=MatchingConfig(iterations=self.iterations), seed=self.seed)
 
 
 def _subset_path(subsets: list[dict], method: str, budget: float | None) -> str:

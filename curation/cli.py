@@ -217,6 +217,8 @@ def distill(
     expert_lr: Annotated[float, typer.Option(help="Adam learning rate of the experts.")] = 1e-3,
     top_k: Annotated[int | None, typer.Option(help="Keep the k largest soft-label entries.")]
     = None,
+    expert_data: Annotated[str, typer.Option(help="Experts train on the pool or the selection.")]
+    = "pool",
     model: Annotated[str, typer.Option(help="Expert and student model: linear or mlp.")]
     = "linear",
     iterations: Annotated[int, typer.Option(help="Trajectory-matching iterations.")] = 200,
@@ -235,7 +237,8 @@ def distill(
     with user_errors():
         config = DistillConfig(
             per_class=per_class, labels=labels, method=method, temperature=temperature,
-            expert_epoch=expert_epoch, top_k=top_k, model=ProxySpec(model),
+            expert_epoch=expert_epoch, top_k=top_k, expert_data=expert_data,
+            model=ProxySpec(model),
             expert=ExpertConfig(epochs=expert_epochs, lr=expert_lr),
             matching=MatchingConfig(iterations=iterations), seed=seed)
         seed_list = _parse_seeds(seeds)

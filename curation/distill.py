@@ -5,8 +5,9 @@ trajectory matching.
 
 1. **Choose** ``per_class`` pool rows of every class: at random (seeded), or the top-ranked
    members of each class in a selection (any selector's Parquet, GTP included).
-2. **Experts**: the student architecture trained with Adam on the whole pool, keeping the
-   initialization and every epoch as safetensors checkpoints (``curation.proxy.warmup``).
+2. **Experts**: the student architecture trained with Adam on the whole pool (or only on the
+   selection, ``expert_data``), keeping the initialization and every epoch as safetensors
+   checkpoints (``curation.proxy.warmup``).
 3. **Labels**: ``soft`` = the first expert's softmax at ``expert_epoch`` with ``temperature``;
    ``hard`` = one-hot.
 4. **Method**: ``real`` keeps the chosen inputs. ``tm`` (matching training trajectories,
@@ -49,7 +50,7 @@ from curation.evaluate import EvalConfig, EvalResult, accuracy, evaluate_subset,
 from curation.io import atomic_path, sha256_file, write_json, write_parquet
 from curation.lineage import code_version, config_hash
 from curation.pool import Pool
-from curation.proxy import Proxy, ProxySpec, WarmupConfig
+from curation.proxy import Proxy, ProxySpec, WarmupConfig, load_proxy
 from curation.workflow import GradientSettings, cached_proxy, n_classes_of
 
 LABEL_KINDS = ("soft", "hard")
@@ -99,7 +100,7 @@ class MatchingConfig:
     syn_steps: int = 40
     expert_epochs: int = 5
     max_start_epoch: int = 5
-    lr_inputs: float = 3e-3
+    lr_inputs: float = 1e-2
     lr_labels: float = 1e-2
     lr_lr: float = 1e-2
     learn_labels: bool = True
@@ -129,6 +130,7 @@ class DistillConfig:
     temperature: float = 4.0
     expert_epoch: int | None = None  # soft labels from this expert epoch; None: the last
     top_k: int | None = None  # keep only the k largest soft-label entries per row
+    expert_data: Literal["pool", "selection"] = "pool"  # what the experts train on
     model: ProxySpec = field(default_factory=ProxySpec)
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
@@ -147,6 +149,8 @@ class DistillConfig:
             raise CurationError(
                 f"'expert_epoch' {self.expert_epoch} is outside the expert trajectory "
                 f"(epochs 1..{self.expert.epochs})")
+        if self.expert_data not in ("pool", "selection"):
+            raise CurationError(f"'expert_data' must be 'pool' or 'selection', got {self.expert_data!r}")
         if self.top_k is not None and self.top_k < 1:
             raise CurationError(f"'top_k' must be at least 1, got {self.top_k}")
         last = self.matching.max_start_epoch + self.matching.expert_epochs
@@ -332,6 +336,8 @@ def matching_loss(model: nn.Module, start: Params, target: Params, inputs: torch
 
 @dataclass(frozen=True)
 class MatchResult:
+    """Learned inputs and soft labels, the final and initial student lr, loss per iteration."""
+
     inputs: np.ndarray
     soft_labels: np.ndarray
     lr: float
@@ -415,15 +421,21 @@ def distill(inputs: np.ndarray, labels: np.ndarray, ids: np.ndarray, n_classes: 
     """Build a distilled set from pool (inputs, labels, ids); ``ranked`` = selection rows."""
     if config.top_k is not None and config.top_k > n_classes:
         raise CurationError(f"'top_k' {config.top_k} exceeds the number of classes ({n_classes})")
+    if config.expert_data == "selection" and ranked is None:
+        raise CurationError("'expert_data' = 'selection' needs a selection")
     rows = choose_rows(labels, config.per_class, ranked=ranked, seed=config.seed)
     chosen_x, chosen_y = inputs[rows], labels[rows]
-    experts = [train_expert(inputs, labels, n_classes, work_dir, data_id, config, e)
+    train = np.sort(ranked) if config.expert_data == "selection" else np.arange(len(inputs))
+    train_id = data_id if config.expert_data == "pool" else config_hash(
+        {"data_id": data_id, "rows": train.tolist()})
+    experts = [train_expert(inputs[train], labels[train], n_classes, work_dir, train_id, config, e)
                for e in range(config.expert.experts if config.needs_experts else 0)]
     targets = (teacher_soft_labels(experts[0], config.label_epoch, chosen_x, config.temperature)
                if config.labels == "soft" else np.eye(n_classes, dtype=np.float32)[chosen_y])
     info: dict = {"config": asdict(config), "config_hash": config_hash(asdict(config)),
                   "data_id": data_id, "n_classes": n_classes,
-                  "experts": [[c.sha256 for c in e.checkpoints] for e in experts]}
+                  "experts": [[c.sha256 for c in e.checkpoints] for e in experts],
+                  "expert_dirs": [str(e.checkpoints[0].model_path.parent) for e in experts]}
     new_ids = ids[rows]
     if config.method == "tm":
         result = match_trajectories(
@@ -529,7 +541,7 @@ def run_distill(pool: Pool, test: Pool, config: DistillConfig, out_dir: str | Pa
               "per_class": config.per_class, "labels": config.labels, "method": config.method,
               "storage": storage}
     if config.labels == "soft":
-        teacher = train_expert(pool_x, pool.labels, n_classes, work_dir, pool.content_hash, config)
+        teacher = load_proxy(distilled.info["expert_dirs"][0])
         record["teacher_test_accuracy"] = accuracy(
             teacher.load_model(_checkpoint(teacher, config.label_epoch)), test_x, test.labels)
     evaluation = write_json(out_dir / "evaluation.json", record)

@@ -226,3 +226,19 @@ def test_distill_is_reproducible_and_tm_rows_are_new_examples(tmp_path, digits_s
     assert list(runs[0].ids) == list(runs[1].ids) and runs[0].ids[0].startswith("tm-")
     assert set(runs[0].source_ids) <= set(pool.ids)
     assert runs[0].info["matching"]["lr"] > 0
+
+
+def test_experts_can_train_on_the_selection_only(tmp_path, digits_splits):
+    pool = load_pool(digits_splits.pool)
+    ranked = np.arange(0, len(pool), 2)
+    config = DistillConfig(per_class=1, expert_data="selection", expert=ExpertConfig(epochs=2))
+    distilled = distill(pool.features, pool.labels, pool.ids, 10, config, tmp_path, "digits",
+                        ranked=ranked)
+    pool_expert = distill(pool.features, pool.labels, pool.ids, 10,
+                          DistillConfig(per_class=1, expert=ExpertConfig(epochs=2)), tmp_path,
+                          "digits", ranked=ranked)
+    assert distilled.info["expert_dirs"] != pool_expert.info["expert_dirs"]
+    assert list(distilled.source_ids) == list(pool_expert.source_ids)
+    assert not np.array_equal(distilled.soft_labels, pool_expert.soft_labels)
+    with pytest.raises(CurationError, match="'expert_data' = 'selection' needs a selection"):
+        distill(pool.features, pool.labels, pool.ids, 10, config, tmp_path, "digits")
