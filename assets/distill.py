@@ -83,7 +83,8 @@ def distilled_set(config: DistilledSetConfig, artifacts: ArtifactStore, raw_pool
     out = run_distill(pool, test, config.core(), artifacts.path("distilled", key, "x").parent,
                       artifacts.work_dir, selection=selection, eval_seeds=config.eval_seeds,
                       inputs=np.load(model_inputs["pool"]), test_inputs=np.load(model_inputs["test"]))
-    storage = {k: out.storage[k] for k in ("label_bytes", "input_bytes", "label_to_input")}
+    storage = {k: out.storage[k] for k in ("label_bytes", "input_bytes", "label_bytes_raw",
+                                           "input_bytes_raw")}
     metadata = {"test_accuracy_mean": out.result.mean, "test_accuracy_std": out.result.std,
                 "rows": out.size, "path": str(out.distilled), "storage": md.table(pd.DataFrame([storage])),
                 "accuracies": md.table(pd.DataFrame({"seed": config.eval_seeds,

@@ -250,7 +250,8 @@ def distill(
     storage = outputs.storage
     console.print(f"distilled {outputs.size} examples -> {outputs.distilled}")
     console.print(f"soft labels {storage['label_bytes']} B vs inputs {storage['input_bytes']} B "
-                  f"on disk ({storage['label_to_input']:.1%})")
+                  f"on disk ({storage['label_to_input']:.1%}); raw {storage['label_bytes_raw']} B "
+                  f"vs {storage['input_bytes_raw']} B ({storage['label_to_input_raw']:.2%})")
     console.print(f"test accuracy {outputs.result.mean:.4f} ± {outputs.result.std:.4f} over seeds "
                   f"{seed_list} -> {outputs.evaluation}")
 

@@ -203,6 +203,9 @@ def test_run_distill_writes_the_set_its_evaluation_and_a_grid(tmp_path, digits_s
     assert evaluation["seeds"] == [0, 1] and len(evaluation["test_accuracies"]) == 2
     assert evaluation["test_accuracy_mean"] == pytest.approx(soft.result.mean)
     assert evaluation["storage"]["label_bytes"] > 0 and evaluation["storage"]["input_bytes"] > 0
+    # float16 labels of 10 classes vs float32 inputs of 64 pixels, 30 rows
+    assert (evaluation["storage"]["label_bytes_raw"], evaluation["storage"]["input_bytes_raw"]) \
+        == (30 * 10 * 2, 30 * 64 * 4)
     assert 0.5 < evaluation["teacher_test_accuracy"] <= 1
     lineage = json.loads(soft.lineage.read_text())
     assert lineage["pool_id"] == pool.content_hash and len(lineage["experts"][0]) == 5
