@@ -1,9 +1,9 @@
-"""distilled_set: a few examples per class with expert soft labels (or trajectory-matched inputs),
-evaluated by fresh students on the test split.
+"""distilled_set[config]: the subset of one selector config distilled to a few examples per
+class with expert soft labels (or trajectory-matched inputs), scored by fresh students on test.
 
-Unpartitioned for now: it reads the ``scored_subsets`` records and, with ``selection`` set,
-distills the subset of that selector (top-ranked members per class). When subsets become
-partitions keyed by config hash, this asset takes the same partitions.
+Partitioned like ``scored_subset`` (dynamic partitions keyed by the selector config hash): it
+takes the top-ranked members per class of that partition's subset. A random per-class choice
+is the partition of a ``random`` selector config (or ``curation distill`` without --selection).
 """
 
 from typing import Literal
@@ -11,15 +11,14 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from assets import _metadata as md
+from assets.subset import SELECTOR_CONFIGS
 from curation.distill import DistillConfig, ExpertConfig, MatchingConfig, run_distill
-from curation.errors import CurationError
 from curation.lineage import config_hash
 from curation.pool import load_pool
 from curation.proxy import ProxySpec
-from curation.selectors import SELECTORS
 from resources import ArtifactStore
 
 
@@ -28,10 +27,6 @@ class DistilledSetConfig(dg.Config):
     labels: Literal["soft", "hard"] = Field(default="soft", description="Expert soft labels or one-hot.")
     method: Literal["real", "tm"] = Field(default="real",
                                           description="real examples, or tm (trajectory matching).")
-    selection: str | None = Field(default=None, description="Distill this selector's subset (top-ranked "
-                                                            "per class); unset: random per class.")
-    selection_budget: float | None = Field(default=None,
-                                           description="Budget of that subset; unset: the largest.")
     temperature: float = Field(default=4.0, gt=0, description="Soft-label temperature.")
     expert_epoch: int | None = Field(default=None,
                                      description="Expert epoch of the soft labels; unset: the last.")
@@ -45,13 +40,6 @@ class DistilledSetConfig(dg.Config):
     seed: int = Field(default=0, description="Seed of the choice, the experts and matching.")
     eval_seeds: list[int] = Field(default=[0, 1, 2], min_length=1, description="Student training seeds.")
 
-    @field_validator("selection")
-    @classmethod
-    def _known_selector(cls, name: str | None) -> str | None:
-        if name is not None and name not in SELECTORS:
-            raise ValueError(f"expected one of {sorted(SELECTORS)}, got {name!r}")
-        return name
-
     def core(self) -> DistillConfig:
         return DistillConfig(
             per_class=self.per_class, labels=self.labels, method=self.method,
@@ -61,32 +49,25 @@ class DistilledSetConfig(dg.Config):
             matching=MatchingConfig(iterations=self.iterations), seed=self.seed)
 
 
-def _subset_path(subsets: list[dict], method: str, budget: float | None) -> str:
-    mine = [s for s in subsets if s["method"] == method]
-    if budget is not None:
-        mine = [s for s in mine if s["budget"] == budget]
-    if not mine:
-        raise CurationError(f"config 'selection': no {method!r} subset at budget {budget} in "
-                            f"scored_subsets ({sorted({(s['method'], s['budget']) for s in subsets})})")
-    return min(mine, key=lambda s: (-s["budget"], s["seed"]))["path"]
-
-
-@dg.asset(kinds={"pytorch", "parquet"}, group_name="distillation",
-          description="Distilled set (id, features, label, float16 soft_label) and its test accuracy.")
-def distilled_set(config: DistilledSetConfig, artifacts: ArtifactStore, raw_pool: str,
-                  test_set: str, model_inputs: dict, scored_subsets: list[dict]) -> dg.Output[dict]:
+@dg.asset(partitions_def=SELECTOR_CONFIGS, kinds={"pytorch", "parquet"}, group_name="subsets",
+          description="The subset distilled to a few examples per class (id, features, label, "
+                      "float16 soft_label) and its test accuracy over student seeds.")
+def distilled_set(context: dg.AssetExecutionContext, config: DistilledSetConfig,
+                  artifacts: ArtifactStore, raw_pool: str, test_set: str, model_inputs: dict,
+                  scored_subset: dict) -> dg.Output[dict]:
     pool, test = load_pool(raw_pool), load_pool(test_set, role="test")
-    selection = (_subset_path(scored_subsets, config.selection, config.selection_budget)
-                 if config.selection else None)
     key = config_hash({"pool": pool.content_hash, "test": test.content_hash,
-                       "selection": selection, "config": config.model_dump()})
+                       "subset": context.partition_key, "config": config.model_dump()})
     out = run_distill(pool, test, config.core(), artifacts.path("distilled", key, "x").parent,
-                      artifacts.work_dir, selection=selection, eval_seeds=config.eval_seeds,
-                      inputs=np.load(model_inputs["pool"]), test_inputs=np.load(model_inputs["test"]))
+                      artifacts.work_dir, selection=scored_subset["path"],
+                      eval_seeds=config.eval_seeds, inputs=np.load(model_inputs["pool"]),
+                      test_inputs=np.load(model_inputs["test"]))
     storage = {k: out.storage[k] for k in ("label_bytes", "input_bytes", "label_bytes_raw",
                                            "input_bytes_raw")}
     metadata = {"test_accuracy_mean": out.result.mean, "test_accuracy_std": out.result.std,
-                "rows": out.size, "path": str(out.distilled), "storage": md.table(pd.DataFrame([storage])),
+                "rows": out.size, "path": str(out.distilled),
+                "selection_id": scored_subset["selection_id"],
+                "storage": md.table(pd.DataFrame([storage])),
                 "accuracies": md.table(pd.DataFrame({"seed": config.eval_seeds,
                                                      "test_accuracy": out.result.accuracies}))}
     if "teacher_test_accuracy" in out.record:

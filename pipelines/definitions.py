@@ -11,7 +11,6 @@ import dagster as dg
 from assets.benchmark import benchmark_report
 from assets.checks import CHECKS
 from assets.data import splits
-from assets.distill import distilled_set
 from assets.evaluation import subset_evaluation
 from assets.gradients import gradient_datastore, target_gradients
 from assets.inputs import model_inputs
@@ -21,7 +20,7 @@ from pipelines.operations import new_pool_files, nightly_refresh, refresh_job
 from resources import ArtifactStore, CatalogResource, PoolDropbox
 
 ALL_ASSETS = [splits, model_inputs, warmup_proxy, gradient_datastore, target_gradients,
-              scored_subsets, subset_evaluation, benchmark_report, distilled_set]
+              scored_subsets, subset_evaluation, benchmark_report]
 ALL_CHECKS = CHECKS
 
 demo_job = dg.define_asset_job(
