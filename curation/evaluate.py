@@ -4,12 +4,16 @@ Every method gets the same trainer: a model of ``EvalConfig.model`` fitted full-
 L-BFGS on the mean (optionally per-example weighted) cross-entropy plus an L2 penalty in the
 scikit-learn convention (``||W||^2 / (2 C n)``), so results do not depend on a step budget
 that would favour one subset size over another. Seeds change the initialization.
+
+Targets are class indices (cross-entropy) or class probabilities, i.e. soft labels of shape
+(n, classes), trained with ``soft_cross_entropy`` (equal to cross-entropy on one-hot targets).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -54,12 +58,34 @@ class EvalResult:
                 "test_accuracies": self.accuracies, "n_train": self.n_train}
 
 
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy against class probabilities: ``-sum_c q_c log softmax(z)_c``.
+
+    It differs from KL(q || softmax(z)) only by the entropy of q, a constant, so both have
+    the same gradients.
+    """
+    return -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1)
+
+
+def _loss_and_targets(y: np.ndarray, n: int, n_classes: int):
+    """The per-row loss for ``y`` (class indices or soft labels) and ``y`` as a tensor."""
+    y = np.asarray(y)
+    if y.ndim == 1:
+        return (partial(nn.functional.cross_entropy, reduction="none"),
+                torch.from_numpy(y.astype(np.int64)))
+    if y.shape != (n, n_classes):
+        raise CurationError(f"soft labels must have shape ({n}, {n_classes}), got {y.shape}")
+    if not np.isfinite(y).all() or (y < 0).any():
+        raise CurationError("soft labels must be finite and non-negative")
+    return soft_cross_entropy, torch.from_numpy(np.array(y, dtype=np.float32))
+
+
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, config: EvalConfig, seed: int,
         sample_weights: np.ndarray | None = None) -> nn.Module:
-    """Fit a fresh model of ``config.model`` on (x, y)."""
+    """Fit a fresh model of ``config.model`` on (x, y); y holds labels or soft labels."""
     model = config.model.build(x.shape[1], n_classes, seed=seed)
     xt = torch.from_numpy(np.array(x, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    loss_fn, yt = _loss_and_targets(y, len(x), n_classes)
     w = torch.ones(len(x)) if sample_weights is None else torch.as_tensor(
         sample_weights, dtype=torch.float32)
     w = w / w.mean().clamp_min(1e-12)
@@ -69,7 +95,7 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, config: EvalConfig, seed: 
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = (nn.functional.cross_entropy(model(xt), yt, reduction="none") * w).mean()
+        loss = (loss_fn(model(xt), yt) * w).mean()
         loss = loss + penalty * sum(p.square().sum() for n, p in model.named_parameters()
                                     if n.endswith("weight"))
         loss.backward()
@@ -89,7 +115,10 @@ def evaluate_subset(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray
                     test_y: np.ndarray, n_classes: int, config: EvalConfig = EvalConfig(),
                     sample_weights: np.ndarray | None = None,
                     seeds: Sequence[int] | None = None) -> EvalResult:
-    """Test accuracy of fresh models trained on (train_x, train_y), one per seed."""
+    """Test accuracy of fresh models trained on (train_x, train_y), one per seed.
+
+    ``train_y`` holds class indices, or soft labels of shape (n, classes).
+    """
     if len(train_x) == 0:
         raise CurationError("cannot evaluate an empty selection")
     weights = sample_weights if config.use_weights else None

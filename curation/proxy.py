@@ -7,7 +7,9 @@ Proxy kinds (``ProxySpec.kind``):
 
 Warm-up trains on a seeded random fraction of the pool with Adam and saves a checkpoint at
 the end of evenly spaced epochs: the model weights and the Adam moments, which Adam-aware
-gradient features (LESS) need.
+gradient features (LESS) need. With ``initial_checkpoint`` the initialization is saved too, as
+epoch 0 (zero moments): expert trajectories for trajectory matching (``curation.distill``)
+start there.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class WarmupConfig:
     batch_size: int = 16
     weight_decay: float = 0.0
     seed: int = 0
+    initial_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -155,6 +158,8 @@ def warmup(inputs: np.ndarray, labels: np.ndarray, n_classes: int, out_dir: str 
     generator = torch.Generator().manual_seed(config.seed)
     snapshot_at = set(checkpoint_epochs(config.epochs, config.checkpoints))
     checkpoints: list[Checkpoint] = []
+    if config.initial_checkpoint:
+        checkpoints.append(_save_checkpoint(model, optimizer, out_dir, 0, 0, config.lr))
     step = 0
     for epoch in range(1, config.epochs + 1):
         for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
@@ -174,9 +179,11 @@ def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Adam, out_dir: Pat
     names = dict(model.named_parameters())
     moments = {}
     for name, param in names.items():
+        # Before the first step Adam has no state yet: its moments are zero.
         state = optimizer.state[param]
-        moments[f"exp_avg.{name}"] = state["exp_avg"].detach().clone()
-        moments[f"exp_avg_sq.{name}"] = state["exp_avg_sq"].detach().clone()
+        moments[f"exp_avg.{name}"] = state.get("exp_avg", torch.zeros_like(param)).detach().clone()
+        moments[f"exp_avg_sq.{name}"] = state.get(
+            "exp_avg_sq", torch.zeros_like(param)).detach().clone()
     model_path = out_dir / f"checkpoint-{epoch:03d}.safetensors"
     optimizer_path = out_dir / f"optimizer-{epoch:03d}.safetensors"
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}

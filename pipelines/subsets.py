@@ -1,6 +1,7 @@
-"""The per-config code location: ``scored_subset[config]`` and ``dataset_release[config]``.
+"""The per-config code location: ``scored_subset[config]``, ``dataset_release[config]`` and
+``distilled_set[config]``.
 
-Both are partitioned by ``selector_config`` (dynamic partitions keyed by the canonical config
+All are partitioned by ``selector_config`` (dynamic partitions keyed by the canonical config
 hash). Their inputs come from the shared location (``pipelines.definitions``): they are
 declared here as external assets and loaded through the same IO manager storage in
 ``$DAGSTER_HOME``. A sensor turns every config registered in the catalog into a partition and
@@ -9,6 +10,7 @@ materializes its subset; releases are cut on demand with ``release_job`` and a v
 
 import dagster as dg
 
+from assets.distill import distilled_set
 from assets.release import dataset_release
 from assets.subset import SELECTOR_CONFIGS, UPSTREAM, scored_subset, scored_subset_checks
 from resources import ArtifactStore, CatalogResource, DvcRepository
@@ -45,7 +47,8 @@ def new_selector_configs(context: dg.SensorEvaluationContext, catalog: CatalogRe
 
 defs = dg.Definitions(
     assets=[*(dg.AssetSpec(key, group_name=group) for key, group in UPSTREAM.items()),
-            scored_subset, dataset_release],
+            dg.AssetSpec("test_set", group_name="data"), scored_subset, dataset_release,
+            distilled_set],
     asset_checks=[scored_subset_checks],
     jobs=[subset_job, release_job],
     sensors=[new_selector_configs],

@@ -59,11 +59,11 @@ def test_subsets_location_partitions_by_config_hash_and_reads_the_shared_graph()
 
     graph = subsets.resolve_asset_graph()
     materializable = {k.to_user_string() for k in graph.materializable_asset_keys}
-    assert materializable == {"scored_subset", "dataset_release"}
+    assert materializable == {"scored_subset", "dataset_release", "distilled_set"}
     for key in graph.materializable_asset_keys:
         assert graph.get(key).partitions_def.name == "selector_config"
     external = {k.to_user_string() for k in graph.get_all_asset_keys()} - materializable
-    assert external == {"raw_pool", "target_set", "model_inputs", "warmup_proxy",
+    assert external == {"raw_pool", "target_set", "test_set", "model_inputs", "warmup_proxy",
                         "gradient_datastore", "target_gradients"}
     assert all(spec.blocking for check in subsets.asset_checks for spec in check.check_specs)
     assert {j.name for j in subsets.jobs} == {"subset_job", "release_job"}
