@@ -63,7 +63,7 @@ class GTPSelector(Selector):
         store = inputs.pool_store(self.feature_kind)
         scale = checkpoint_scale(store, self.checkpoint_weighting)
         atoms = store_atoms(store)
-        target = mean_trajectory(inputs.target_store("sgd"))
+        target = inputs.target_store("sgd").mean().reshape(-1)
         if scale is not None:
             target = target * scale
         options = {"nonnegative": self.nonnegative, "tol": self.tol, "column_scale": scale,
@@ -106,13 +106,3 @@ def checkpoint_scale(store: GradientStore, weighting: str) -> np.ndarray | None:
         return None
     lrs = store.checkpoint_lrs
     return np.repeat(lrs / lrs.sum(), store.dim)
-
-
-def mean_trajectory(store: GradientStore, block_rows: int = 4096) -> np.ndarray:
-    """Mean of a store's (unscaled) trajectories in float64, read in blocks of rows."""
-    total = np.zeros(store.checkpoints * store.dim)
-    for shard in store.shards():
-        for start in range(0, len(shard), block_rows):
-            block = shard[start:start + block_rows]
-            total += block.reshape(len(block), -1).sum(axis=0, dtype=np.float64)
-    return total / store.n

@@ -105,6 +105,11 @@ def test_row_blocks_and_mapped_rows_equal_one_array(tmp_path) -> None:
         np.testing.assert_array_equal(got.indices, whole.indices)
         np.testing.assert_array_equal(got.weights, whole.weights)
     np.testing.assert_array_equal(correlations(parts, target), correlations(half, target))
+    # rows gathered across part boundaries (read from the files, not through a mapping)
+    edges = np.array([0, 119, 120, 199, 200, 349, 350, 499])
+    np.testing.assert_array_equal(mod._Atoms(parts).rows(edges), half[edges])
+    with pytest.raises(ValueError, match=r"rows must lie in \[0, 120\)"):
+        parts[0].read(np.array([5, 120]))
 
 
 def test_column_scale_equals_scaled_atoms() -> None:
