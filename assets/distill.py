@@ -6,6 +6,7 @@ takes the top-ranked members per class of that partition's subset. A random per-
 is the partition of a ``random`` selector config (or ``curation distill`` without --selection).
 """
 
+import json
 from typing import Literal
 
 import dagster as dg
@@ -19,7 +20,7 @@ from curation.distill import DistillConfig, ExpertConfig, MatchingConfig, run_di
 from curation.lineage import config_hash
 from curation.pool import load_pool
 from curation.proxy import ProxySpec
-from resources import ArtifactStore
+from resources import ArtifactStore, CatalogResource
 
 
 class DistilledSetConfig(dg.Config):
@@ -51,10 +52,12 @@ class DistilledSetConfig(dg.Config):
 
 @dg.asset(partitions_def=SELECTOR_CONFIGS, kinds={"pytorch", "parquet"}, group_name="subsets",
           description="The subset distilled to a few examples per class (id, features, label, "
-                      "float16 soft_label) and its test accuracy over student seeds.")
+                      "float16 soft_label) and its test accuracy over student seeds; recorded "
+                      "in the catalog, so `curation release create ID --kind distilled` can "
+                      "release it.")
 def distilled_set(context: dg.AssetExecutionContext, config: DistilledSetConfig,
-                  artifacts: ArtifactStore, raw_pool: str, test_set: str, model_inputs: dict,
-                  scored_subset: dict) -> dg.Output[dict]:
+                  artifacts: ArtifactStore, catalog: CatalogResource, raw_pool: str,
+                  test_set: str, model_inputs: dict, scored_subset: dict) -> dg.Output[dict]:
     pool, test = load_pool(raw_pool), load_pool(test_set, role="test")
     key = config_hash({"pool": pool.content_hash, "test": test.content_hash,
                        "subset": context.partition_key, "config": config.model_dump()})
@@ -62,10 +65,12 @@ def distilled_set(context: dg.AssetExecutionContext, config: DistilledSetConfig,
                       artifacts.work_dir, selection=scored_subset["path"],
                       eval_seeds=config.eval_seeds, inputs=np.load(model_inputs["pool"]),
                       test_inputs=np.load(model_inputs["test"]))
+    catalog.catalog().record_distilled_set(key, out.distilled, json.loads(out.lineage.read_text()),
+                                           selection_id=scored_subset["selection_id"])
     storage = {k: out.storage[k] for k in ("label_bytes", "input_bytes", "label_bytes_raw",
                                            "input_bytes_raw")}
     metadata = {"test_accuracy_mean": out.result.mean, "test_accuracy_std": out.result.std,
-                "rows": out.size, "path": str(out.distilled),
+                "rows": out.size, "path": str(out.distilled), "distilled_id": key,
                 "selection_id": scored_subset["selection_id"],
                 "storage": md.table(pd.DataFrame([storage])),
                 "accuracies": md.table(pd.DataFrame({"seed": config.eval_seeds,
@@ -74,5 +79,6 @@ def distilled_set(context: dg.AssetExecutionContext, config: DistilledSetConfig,
         metadata["teacher_test_accuracy"] = out.record["teacher_test_accuracy"]
     if out.grid is not None:
         metadata["grid"] = md.plot_file(out.grid)
-    return dg.Output({"distilled": str(out.distilled), "evaluation": str(out.evaluation),
+    return dg.Output({"distilled_id": key, "distilled": str(out.distilled),
+                      "evaluation": str(out.evaluation),
                       "lineage": str(out.lineage)}, metadata=metadata)

@@ -233,33 +233,44 @@ class Catalog:
 
         self._write(write)
 
-    def record_distilled_set(self, distilled_id: str, members: pa.Table, lineage: dict,
-                             selection_id: str | None = None, path: str | Path | None = None
-                             ) -> str:
-        """Store a distilled set: real examples (``id``), ``weight`` and teacher soft labels
-        (``soft_label``, a list of class probabilities per example)."""
-        missing = [c for c in ("id", "weight", "soft_label") if c not in members.column_names]
+    def record_distilled_set(self, distilled_id: str, path: str | Path, lineage: dict,
+                             selection_id: str | None = None) -> str:
+        """Record a distilled set written by ``curation.distill`` (``id, features, label,
+        soft_label, source_id``): its rows are read by DuckDB from the Parquet file; the
+        members are the pool examples the rows came from (``source_id``), in file order."""
+        path = Path(path).resolve()
+        if not path.exists():
+            raise CurationError(f"distilled set not found: {path}")
+        import pyarrow.parquet as pq
+
+        columns = pq.read_schema(path).names
+        missing = [c for c in ("id", "label", "soft_label", "source_id") if c not in columns]
         if missing:
-            raise CurationError(f"distilled set {distilled_id}: missing columns {missing}")
-        members = members.select(["id", "weight", "soft_label"]).append_column(
-            "rank", pa.array(range(members.num_rows), pa.int32()))
+            raise CurationError(f"{path}: not a distilled set, missing columns {missing}")
+        if not lineage.get("pool_id"):
+            raise CurationError(f"distilled set {distilled_id}: lineage names no 'pool_id'")
 
         def write(con: duckdb.DuckDBPyConnection) -> None:
-            con.register("new_members", members)
             con.execute("DELETE FROM distilled_members WHERE distilled_id = ?", [distilled_id])
             con.execute("DELETE FROM distilled_sets WHERE distilled_id = ?", [distilled_id])
-            con.execute("INSERT INTO distilled_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [distilled_id, selection_id, lineage.get("method"), members.num_rows,
-                         lineage.get("pool_id"), _dumps(lineage),
-                         None if path is None else str(Path(path).resolve()), _now()])
-            con.execute("INSERT INTO distilled_members SELECT ?, id, weight, "
-                        "CAST(soft_label AS FLOAT[]), rank FROM new_members", [distilled_id])
+            con.execute(
+                "INSERT INTO distilled_members SELECT ?, source_id, 1.0, "
+                "CAST(soft_label AS FLOAT[]), CAST(file_row_number AS INTEGER) "
+                f"FROM read_parquet({_sql_string(path)}, file_row_number = true)",
+                [distilled_id])
+            con.execute(
+                "INSERT INTO distilled_sets VALUES (?, ?, ?, (SELECT count(*) FROM "
+                "distilled_members WHERE distilled_id = ?), ?, ?, ?, ?)",
+                [distilled_id, selection_id,
+                 lineage.get("method") or (lineage.get("config") or {}).get("method"),
+                 distilled_id,
+                 lineage["pool_id"], _dumps(lineage), str(path), _now()])
 
         self._write(write)
         return distilled_id
 
-    def record_release(self, record: dict, members_parquet: str | Path, files: pa.Table) -> None:
-        """Record a published release; its members are read from the exported Parquet file.
+    def record_release(self, record: dict, members: pa.Table, files: pa.Table) -> None:
+        """Record a published release, its members (pool ``id`` and ``rank``) and files.
 
         The version is the primary key, so a second release under the same version fails.
         """
@@ -275,8 +286,9 @@ class Catalog:
                                     "versions are immutable, choose a new one")
             con.execute(f"INSERT INTO releases ({', '.join(columns)}) VALUES "
                         f"({', '.join('?' * len(columns))})", values)
-            con.execute("INSERT INTO release_members SELECT ?, id, selection_rank "
-                        f"FROM read_parquet({_sql_string(Path(members_parquet))})", [version])
+            con.register("new_members", members)
+            con.execute("INSERT INTO release_members SELECT ?, id, rank FROM new_members",
+                        [version])
             con.register("new_files", files)
             con.execute("INSERT INTO release_files SELECT ?, relpath, size, md5, sha256 "
                         "FROM new_files", [version])
@@ -348,8 +360,8 @@ class Catalog:
         return {**row, "lineage": json.loads(row["lineage"])}
 
     def members(self, kind: str, source_id: str) -> pa.Table:
-        """Members of a selection (``id, weight, score, rank``) or a distilled set
-        (``id, weight, soft_label, rank``), in rank order."""
+        """Members of a selection (``id, weight, score, rank``) or a distilled set (the pool
+        ``id`` each row came from, ``weight``, ``soft_label``, ``rank``), in rank order."""
         if kind == "selection":
             return self.query("SELECT id, weight, score, rank FROM selection_members "
                               "WHERE selection_id = ? ORDER BY rank", [source_id])

@@ -112,7 +112,9 @@ def _params(items: list[str]) -> dict:
 @release_app.command("create")
 def create(
     selection: Annotated[str, typer.Argument(
-        help="Catalog selection id (or unique prefix), or a selection .parquet file.")],
+        help="Catalog id (or unique prefix) of a selection or distilled set, or its .parquet "
+             "file (a selection with .lineage.json beside, a distilled.parquet with "
+             "lineage.json beside).")],
     version: Annotated[str, typer.Option(help="New release version, e.g. v1 (immutable).")],
     pool: Annotated[Path | None, typer.Option(
         help="Pool file of a selection file whose pool is not in the catalog.")] = None,
@@ -122,16 +124,22 @@ def create(
         help="DVC remote name (default: the repository's default remote).")] = None,
     db: Db = None,
 ) -> None:
-    """Export a subset as releases/VERSION, track it with DVC, push it, record it."""
-    from curation.release import create_release, register_selection_file
+    """Export a subset (or distilled set) as releases/VERSION, track it with DVC, push it,
+    record it in the catalog."""
+    from curation.release import (
+        create_release,
+        register_distilled_file,
+        register_selection_file,
+    )
 
     with user_errors():
         catalog = _catalog(db)
         ref = selection
         if selection.endswith(".parquet"):
             if not Path(selection).exists():
-                raise CurationError(f"selection file not found: {selection}")
-            ref = register_selection_file(catalog, selection, pool)
+                raise CurationError(f"{kind} file not found: {selection}")
+            register = register_distilled_file if kind == "distilled" else register_selection_file
+            ref = register(catalog, selection, pool)
         record = create_release(catalog, ref, version, repo_root=repo, remote=remote, kind=kind)
     console.print(f"released {record['version']}: {record['n_rows']} rows of {record['source_kind']}"
                   f" {record['source_id']} -> {record['directory']}")

@@ -2,9 +2,9 @@
 
 A release ``V`` is a directory ``releases/V/`` in the project's DVC repository holding
 
-- ``data.parquet``: the chosen pool rows in rank order, every pool column plus
-  ``selection_weight``, ``selection_score`` and ``selection_rank`` (or ``soft_label`` for a
-  distilled set);
+- ``data.parquet``: for a subset, the chosen pool rows in rank order, every pool column plus
+  ``selection_weight``, ``selection_score`` and ``selection_rank``; for a distilled set, its
+  rows as ``curation.distill`` wrote them (``id, features, label, soft_label, source_id``);
 - ``lineage.json``: the subset's lineage (selector config and hash, datastore, proxy
   checkpoints, pool content hash, code version) plus the release's own facts and metrics;
 - ``README.md``: a dataset card (counts, label and domain mix against the pool, metrics, config).
@@ -33,19 +33,19 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from curation.catalog import Catalog
 from curation.errors import CurationError
 from curation.io import sha256_file, write_atomic, write_json, write_parquet
-from curation.lineage import canonical_json, code_version
+from curation.lineage import canonical_json, code_version, config_hash
 from curation.pool import Pool, load_pool
 
 RELEASES_DIR = "releases"
 KINDS = ("selection", "distilled")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_EXTRA_COLUMNS = {"selection": ("selection_weight", "selection_score", "selection_rank"),
-                  "distilled": ("selection_weight", "soft_label", "selection_rank")}
+_EXTRA_COLUMNS = ("selection_weight", "selection_score", "selection_rank")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class ReleaseSource:
     pool_path: str
     config_hash: str | None
     selector: str | None
+    path: str | None = None  # a distilled set's Parquet file
 
 
 def check_version(version: str) -> str:
@@ -92,9 +93,14 @@ def load_source(catalog: Catalog, ref: str, kind: str = "selection") -> ReleaseS
     if pool is None or not pool.get("path"):
         raise CurationError(f"{kind} {source_id}: its pool {row.get('pool_id')} has no file "
                             "recorded in the catalog; pass the pool file (--pool)")
+    if kind == "selection":
+        return ReleaseSource(kind, source_id, catalog.members(kind, source_id), lineage,
+                             row["pool_id"], pool["path"], lineage.get("config_hash"),
+                             lineage.get("selector"))
+    subset = catalog.selection(row["selection_id"]) if row.get("selection_id") else None
     return ReleaseSource(kind, source_id, catalog.members(kind, source_id), lineage,
-                         row["pool_id"], pool["path"], lineage.get("config_hash"),
-                         lineage.get("selector") or lineage.get("method"))
+                         row["pool_id"], pool["path"], subset and subset["config_hash"],
+                         f"distilled ({row.get('method') or 'unknown'})", row.get("path"))
 
 
 def register_selection_file(catalog: Catalog, path: str | Path,
@@ -106,18 +112,37 @@ def register_selection_file(catalog: Catalog, path: str | Path,
     if not lineage_path.exists():
         raise CurationError(f"lineage file not found beside the selection: {lineage_path}")
     lineage = json.loads(lineage_path.read_text())
-    known = catalog.pool(lineage.get("pool_id", "")) if catalog.path.exists() else None
-    if pool_path is None and not (known and known.get("path")):
-        raise CurationError(f"{path}: its pool {lineage.get('pool_id')} is not in the catalog; "
-                            "pass the pool file (--pool)")
-    if pool_path is not None:
-        pool = load_pool(pool_path)
-        if pool.content_hash != lineage.get("pool_id"):
-            raise CurationError(f"{pool_path} is not the pool of {path}: content hash "
-                                f"{pool.content_hash[:16]}..., lineage names "
-                                f"{str(lineage.get('pool_id'))[:16]}...")
-        catalog.record_pool(pool, "pool", path=pool_path)
+    _register_pool(catalog, path, lineage.get("pool_id"), pool_path)
     return catalog.load_selection_file(path, lineage)
+
+
+def register_distilled_file(catalog: Catalog, path: str | Path,
+                            pool_path: str | Path | None = None) -> str:
+    """Record a distilled set written by ``curation distill`` (``distilled.parquet`` with its
+    ``lineage.json`` beside) and its pool in the catalog; returns its id (the file's sha256
+    prefix)."""
+    path = Path(path)
+    lineage_path = path.parent / "lineage.json"
+    if not lineage_path.exists():
+        raise CurationError(f"lineage file not found beside the distilled set: {lineage_path}")
+    lineage = json.loads(lineage_path.read_text())
+    _register_pool(catalog, path, lineage.get("pool_id"), pool_path)
+    return catalog.record_distilled_set(sha256_file(path)[:16], path, lineage)
+
+
+def _register_pool(catalog: Catalog, source: Path, pool_id: str | None,
+                   pool_path: str | Path | None) -> None:
+    known = catalog.pool(pool_id or "") if catalog.path.exists() else None
+    if pool_path is None:
+        if not (known and known.get("path")):
+            raise CurationError(f"{source}: its pool {pool_id} is not in the catalog; "
+                                "pass the pool file (--pool)")
+        return
+    pool = load_pool(pool_path)
+    if pool.content_hash != pool_id:
+        raise CurationError(f"{pool_path} is not the pool of {source}: content hash "
+                            f"{pool.content_hash[:16]}..., lineage names {str(pool_id)[:16]}...")
+    catalog.record_pool(pool, "pool", path=pool_path)
 
 
 def create_release(catalog: Catalog, ref: str, version: str, *, repo_root: str | Path = ".",
@@ -149,7 +174,7 @@ def create_release(catalog: Catalog, ref: str, version: str, *, repo_root: str |
         created_at = datetime.now(UTC).replace(microsecond=0)
         metrics = catalog.evaluations(source.source_id)
         pool = _source_pool(source)
-        data = _export(source, pool, out / "data.parquet")
+        data, members = _export(source, pool, out / "data.parquet")
         n_rows, pool_n = data.num_rows, len(pool)
         lineage = {"version": version, "source_kind": source.kind, "source_id": source.source_id,
                    "released_at": created_at.isoformat(), "release_code_version": code_version(),
@@ -170,7 +195,7 @@ def create_release(catalog: Catalog, ref: str, version: str, *, repo_root: str |
                   "dvc_file": str(dvc_file), "dvc_md5": yaml.safe_load(dvc_text)["outs"][0]["md5"],
                   "dvc_text": dvc_text, "remote": remote_name, "remote_url": remote_url,
                   "lineage": lineage, "created_at": created_at.replace(tzinfo=None)}
-        catalog.record_release(record, out / "data.parquet", files)
+        catalog.record_release(record, members, files)
     except BaseException:
         _undo(root, out, dvc_file)
         raise
@@ -217,15 +242,20 @@ def checkout_release(catalog: Catalog, version: str, out_dir: str | Path, *,
 def dataset_card(source: ReleaseSource, version: str, data: pa.Table, pool: pa.Table,
                  metrics: list[dict], created_at: datetime) -> str:
     """The README of a release: what it is, what is in it, how it was made."""
-    data = data.drop_columns([c for c in ("features", "text") if c in data.column_names])
+    data = data.select([c for c in ("label", "domain") if c in data.column_names])
     pool = pool.select([c for c in ("label", "domain") if c in pool.column_names])
     data, pool = data.to_pandas(), pool.to_pandas()
     lineage = source.lineage
     code = lineage.get("code_version") or {}
     dirty = " (dirty)" if code.get("dirty") else ""
+    distill_config = lineage.get("config") or {}
     made_by = (f"selector **{source.selector}** at budget {lineage['config']['budget']}"
                if source.kind == "selection" and lineage.get("config")
-               else f"distilled set **{source.source_id}**")
+               else f"**{distill_config.get('method', 'unknown')}** distillation "
+                    f"({distill_config.get('labels', 'unknown')} labels) of the subset of config "
+                    f"`{source.config_hash or '-'}`, distilled set `{source.source_id}`")
+    what = ("examples of pool" if source.kind == "selection"
+            else "distilled rows drawn from pool")
     facts = pd.DataFrame([
         ("version", version), ("rows", len(data)), ("pool rows", len(pool)),
         ("source", f"{source.kind} {source.source_id}"),
@@ -235,7 +265,7 @@ def dataset_card(source: ReleaseSource, version: str, data: pa.Table, pool: pa.T
         ("code", f"{code.get('git_sha', 'unknown')}{dirty}"),
         ("released", created_at.isoformat())], columns=["", "value"])
     parts = [f"# Dataset release {version}", "",
-             f"{len(data)} examples of pool `{source.pool_id[:16]}` chosen by {made_by}.", "",
+             f"{len(data)} {what} `{source.pool_id[:16]}`, made by {made_by}.", "",
              facts.to_markdown(index=False), ""]
     for column in ("label", "domain"):
         if column in data.columns and column in pool.columns:
@@ -249,11 +279,13 @@ def dataset_card(source: ReleaseSource, version: str, data: pa.Table, pool: pa.T
         parts += ["No evaluation of this subset is recorded in the catalog.", ""]
     config = lineage.get("config") or {k: v for k, v in lineage.items() if k != "code_version"}
     parts += ["## Config", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", "",
-              "Canonical form (hashed to the config hash):", "",
+              f"Canonical form (its hash: `{config_hash(config)}`):", "",
               f"`{canonical_json(config)}`", "",
               "## Files", "",
-              "- `data.parquet`: the examples in rank order, pool columns plus "
-              + ", ".join(f"`{c}`" for c in _EXTRA_COLUMNS[source.kind]),
+              ("- `data.parquet`: the examples in rank order, pool columns plus "
+               + ", ".join(f"`{c}`" for c in _EXTRA_COLUMNS)) if source.kind == "selection"
+              else "- `data.parquet`: the distilled rows: `id`, `features`, `label`, "
+                   "`soft_label` (class probabilities), `source_id` (the pool example)",
               "- `lineage.json`: the full lineage record and these metrics", "",
               "## Restore", "", "```bash",
               f"curation release checkout {version} --out DIR   # byte-identical, from DVC",
@@ -310,28 +342,41 @@ def _source_pool(source: ReleaseSource) -> Pool:
     return pool
 
 
-def _export(source: ReleaseSource, pool: Pool, target: Path) -> pa.Table:
-    """Write the chosen pool rows in rank order plus the selection columns."""
-    extra = _EXTRA_COLUMNS[source.kind]
-    clash = sorted(set(extra) & set(pool.table.column_names))
+def _export(source: ReleaseSource, pool: Pool, target: Path) -> tuple[pa.Table, pa.Table]:
+    """Write the release's rows; return them and its members (pool ``id``, ``rank``)."""
+    if source.kind == "distilled":
+        if not source.path or not Path(source.path).exists():
+            raise CurationError(f"distilled set {source.source_id}: its file {source.path} "
+                                "is missing")
+        table = pq.read_table(source.path)
+        outside = sorted(set(table.column("source_id").to_pylist()) - set(pool.ids))
+        if outside:
+            raise CurationError(f"{len(outside)} source ids of distilled set "
+                                f"{source.source_id} are not in the pool file "
+                                f"{source.pool_path}, e.g. {outside[0]!r}")
+        write_parquet(target, table)
+        return table, pa.table({"id": table.column("source_id"),
+                                "rank": pa.array(range(table.num_rows), pa.int32())})
+    clash = sorted(set(_EXTRA_COLUMNS) & set(pool.table.column_names))
     if clash:
         raise CurationError(f"pool file {source.pool_path} already has columns {clash}, which "
                             "a release adds; rename them in the pool")
-    second = "m.score" if source.kind == "selection" else "m.soft_label"
     con = duckdb.connect()
     try:
         con.register("pool", pool.table)
         con.register("members", source.members)
         table = con.sql(
-            f"SELECT p.*, m.weight AS {extra[0]}, {second} AS {extra[1]}, m.rank AS {extra[2]} "
-            "FROM pool p JOIN members m ON p.id = m.id ORDER BY m.rank").to_arrow_table()
+            "SELECT p.*, m.weight AS selection_weight, m.score AS selection_score, "
+            "m.rank AS selection_rank FROM pool p JOIN members m ON p.id = m.id "
+            "ORDER BY m.rank").to_arrow_table()
     finally:
         con.close()
     if table.num_rows != source.members.num_rows:
-        raise CurationError(f"{source.members.num_rows - table.num_rows} ids of {source.kind} "
+        raise CurationError(f"{source.members.num_rows - table.num_rows} ids of selection "
                             f"{source.source_id} are not in the pool file {source.pool_path}")
     write_parquet(target, table)
-    return table
+    return table, pa.table({"id": table.column("id"),
+                            "rank": table.column("selection_rank").cast(pa.int32())})
 
 
 def _file_table(directory: Path) -> pa.Table:

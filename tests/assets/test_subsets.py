@@ -178,3 +178,28 @@ def test_a_bad_release_version_is_refused_naming_the_field(version):
     with pytest.raises(ValidationError, match="version"):
         ReleaseConfig(version=version)
     assert ReleaseConfig(version="2024.06-rc_1").version == "2024.06-rc_1"
+
+
+def test_a_distilled_set_from_its_asset_is_in_the_catalog_and_releases(materialized, tmp_path):
+    from assets.distill import distilled_set
+    from curation.release import create_release
+
+    key = Catalog(materialized.catalog_path).register_config(
+        {"selector": "random", "seed": 8, "budget": 0.5})
+    result = _materialize(
+        materialized, key, [*SUBSET_ASSETS, dg.AssetSpec("test_set"), distilled_set],
+        run_config={"ops": {"distilled_set": {"config": {
+            "per_class": 1, "expert_epochs": 2, "expert_lr": 1e-2, "eval_seeds": [0]}}}})
+    output = result.output_for_node("distilled_set")
+    catalog = Catalog(materialized.catalog_path)
+    row = catalog.distilled_set(output["distilled_id"])
+    assert row["n"] == 10 and row["method"] == "real"
+    assert row["selection_id"] == result.output_for_node("scored_subset")["selection_id"]
+
+    repo = init_dvc_repo(tmp_path / "project", tmp_path / "remote")
+    record = create_release(catalog, output["distilled_id"], "distilled-v1", repo_root=repo,
+                            kind="distilled")
+    released = pq.read_table(Path(record["directory"]) / "data.parquet")
+    assert released.equals(pq.read_table(output["distilled"]))
+    source = released.column("source_id")[0].as_py()
+    assert "distilled-v1" in catalog.releases_containing(source).column("version").to_pylist()

@@ -5,7 +5,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -148,17 +147,43 @@ def test_missing_remote_and_missing_repo_fail_clearly(catalog_with_selection, tm
     assert not (plain / "releases").exists()
 
 
-def test_a_distilled_set_releases_with_its_soft_labels(dvc_repo, catalog_with_selection, tmp_path):
+def test_a_distilled_set_releases_as_written_with_its_soft_labels(dvc_repo,
+                                                                   catalog_with_selection,
+                                                                   tmp_path):
+    """Trajectory-matched rows have their own ids and inputs: the release keeps them, and the
+    catalog knows which pool examples they came from."""
+    from curation.distill import DistilledSet, write_distilled
+    from curation.release import register_distilled_file
+
     catalog, sid = catalog_with_selection
     selection = catalog.selection(sid)
-    soft = [[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 1.0, 0.0]]
-    members = pa.table({"id": ["ex021", "ex007", "ex012"], "weight": [1.0, 0.5, 0.25],
-                        "soft_label": soft})
-    catalog.record_distilled_set("d-abc", members, {"method": "soft-labels",
-                                                    "pool_id": selection["pool_id"],
-                                                    "selection_id": sid}, selection_id=sid)
-    create_release(catalog, "d-abc", "d1", repo_root=dvc_repo, kind="distilled")
+    soft = np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 1.0, 0.0]])
+    distilled = DistilledSet(np.array(["tm-0", "tm-1", "tm-2"], dtype=object),
+                             np.array(["ex021", "ex007", "ex012"], dtype=object),
+                             np.full((3, 5), 0.5, np.float32), np.array([1, 3, 0]),
+                             soft.astype(np.float16), {"config": {"method": "tm"}})
+    path = write_distilled(tmp_path / "distilled" / "distilled.parquet", distilled)
+    (path.parent / "lineage.json").write_text(json.dumps(
+        {"config": {"method": "tm", "labels": "soft"}, "pool_id": selection["pool_id"]}))
+    did = register_distilled_file(catalog, path)
+    assert catalog.distilled_set(did[:8])["method"] == "tm"
+    assert catalog.members("distilled", did).column("id").to_pylist() == \
+        ["ex021", "ex007", "ex012"]
+
+    record = create_release(catalog, did, "d1", repo_root=dvc_repo, kind="distilled")
     data = pq.read_table(dvc_repo / "releases" / "d1" / "data.parquet")
-    assert data.column("id").to_pylist() == ["ex021", "ex007", "ex012"]
-    restored = np.array(data.column("soft_label").to_pylist())
-    np.testing.assert_allclose(restored, soft, rtol=1e-6)
+    assert data.equals(pq.read_table(path))  # the rows as written, synthetic inputs included
+    assert record["n_rows"] == 3
+    card = (dvc_repo / "releases" / "d1" / "README.md").read_text()
+    assert "**tm** distillation" in card and "soft_label" in card
+    assert catalog.releases_containing("ex007").column("version").to_pylist() == ["d1"]
+
+    stray = DistilledSet(np.array(["x"], dtype=object), np.array(["not-in-pool"], dtype=object),
+                         np.zeros((1, 5), np.float32), np.array([0]),
+                         np.ones((1, 4), np.float16) / 4, {})
+    bad = write_distilled(tmp_path / "bad" / "distilled.parquet", stray)
+    (bad.parent / "lineage.json").write_text(json.dumps({"pool_id": selection["pool_id"]}))
+    with pytest.raises(CurationError, match="source ids of distilled set .* are not in the pool"):
+        create_release(catalog, register_distilled_file(catalog, bad), "d2", repo_root=dvc_repo,
+                       kind="distilled")
+    assert not (dvc_repo / "releases" / "d2").exists()
