@@ -56,6 +56,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -72,9 +73,30 @@ from curation.gradients import (
     per_example_gradient_blocks,
 )
 from curation.io import atomic_path, sha256_file, write_atomic, write_json, write_parquet
-from curation.proxy import Proxy, parameter_names
 
 FORMAT_VERSION = 1
+
+
+class TrainedProxy(Protocol):
+    """What a store needs of a proxy: ``curation.proxy.Proxy`` (classifiers) and
+    ``curation.lm.LMProxy`` (causal LMs with LoRA adapters) both provide it."""
+
+    checkpoints: list
+    betas: tuple[float, float]
+    eps: float
+
+    @property
+    def in_dim(self) -> int: ...
+
+    def load_model(self, checkpoint) -> torch.nn.Module: ...
+
+    def load_moments(self, checkpoint) -> dict[str, torch.Tensor]: ...
+
+    def gradient_parameters(self, model: torch.nn.Module, which) -> list[str]: ...
+
+    def example_loss(self, output, target: torch.Tensor) -> torch.Tensor: ...
+
+    def batch(self, inputs: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
 DTYPES = ("float16", "float32")
 STATS_FILE = "build-stats.json"
 
@@ -257,7 +279,7 @@ def open_datastore(directory: str | Path, verify: bool = True) -> GradientStore:
     return GradientStore(directory, read_manifest(directory))
 
 
-def build_datastore(proxy: Proxy, inputs: np.ndarray, labels: np.ndarray, ids: Sequence[str],
+def build_datastore(proxy: TrainedProxy, inputs: np.ndarray, labels: np.ndarray, ids: Sequence[str],
                     out_dir: str | Path, spec: DatastoreSpec = DatastoreSpec(),
                     pool_id: str = "", progress: bool = False,
                     scheduler: str | None = None) -> GradientStore:
@@ -320,7 +342,7 @@ def build_datastore(proxy: Proxy, inputs: np.ndarray, labels: np.ndarray, ids: S
     return GradientStore(out_dir, manifest, report)
 
 
-def _manifest(proxy: Proxy, spec: DatastoreSpec, computer: _FeatureComputer, n: int,
+def _manifest(proxy: TrainedProxy, spec: DatastoreSpec, computer: _FeatureComputer, n: int,
               pool_id: str, shards: list[dict]) -> dict:
     manifest = {
         "format": FORMAT_VERSION, "n": n, "dim": spec.dim, "dtype": spec.dtype,
@@ -342,10 +364,11 @@ def _manifest(proxy: Proxy, spec: DatastoreSpec, computer: _FeatureComputer, n: 
 class _FeatureComputer:
     """Projected features of a batch of examples at every checkpoint of a proxy."""
 
-    def __init__(self, proxy: Proxy, spec: DatastoreSpec) -> None:
+    def __init__(self, proxy: TrainedProxy, spec: DatastoreSpec) -> None:
         self.spec = spec
         self.models = [proxy.load_model(c) for c in proxy.checkpoints]
-        self.names = parameter_names(self.models[0], spec.params)
+        self.names = proxy.gradient_parameters(self.models[0], spec.params)
+        self.example_loss, self.to_tensors = proxy.example_loss, proxy.batch
         params = dict(self.models[0].named_parameters())
         self.n_params = int(sum(params[n].numel() for n in self.names))
         self.projector = make_projector(spec.projection, self.n_params, spec.dim, spec.seed)
@@ -364,11 +387,11 @@ class _FeatureComputer:
         with torch.no_grad():
             for start in range(0, len(inputs), self.spec.batch_size):
                 stop = start + self.spec.batch_size
-                x = torch.from_numpy(np.array(inputs[start:stop], dtype=np.float32))
-                y = torch.from_numpy(np.asarray(labels[start:stop], dtype=np.int64))
+                x, y = self.to_tensors(inputs[start:stop], labels[start:stop])
                 out = np.empty((len(x), checkpoints, self.spec.dim), dtype=np.float32)
                 for c, model in enumerate(self.models):
-                    blocks = per_example_gradient_blocks(model, self.names, x, y)
+                    blocks = per_example_gradient_blocks(model, self.names, x, y,
+                                                         self.example_loss)
                     if self.moments:
                         blocks = [adam_features(g, m, v, self.betas, self.eps)
                                   for g, (m, v) in zip(blocks, self.moments[c], strict=True)]
@@ -444,7 +467,7 @@ def _finished_shard(path: Path, shape: tuple[int, ...], dtype: str) -> str | Non
 _LOCAL = threading.local()
 
 
-def _shard_task(proxy: Proxy, spec: DatastoreSpec, inputs: np.ndarray, labels: np.ndarray,
+def _shard_task(proxy: TrainedProxy, spec: DatastoreSpec, inputs: np.ndarray, labels: np.ndarray,
                 path: str) -> str:
     """One shard, computed and written where this runs (a Dask worker); returns its sha256."""
     key = json.dumps({"proxy": [[c.sha256, str(c.model_path)] for c in proxy.checkpoints],
@@ -456,7 +479,7 @@ def _shard_task(proxy: Proxy, spec: DatastoreSpec, inputs: np.ndarray, labels: n
     return _write_shard(Path(path), computer, inputs, labels)
 
 
-def _compute_on_dask(scheduler: str, proxy: Proxy, spec: DatastoreSpec, inputs: np.ndarray,
+def _compute_on_dask(scheduler: str, proxy: TrainedProxy, spec: DatastoreSpec, inputs: np.ndarray,
                      labels: np.ndarray, bounds: list[tuple[int, int]], missing: list[int],
                      out_dir: Path, bar: tqdm) -> dict[int, str]:
     try:

@@ -65,8 +65,8 @@ CPU projector), not an option here.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numba
 import numpy as np
@@ -76,14 +76,23 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from curation.errors import CurationError
+from curation.proxy import classification_loss
 
 FEATURE_KINDS = ("sgd", "adam")
 
 
+ExampleLoss = Callable[[Any, torch.Tensor], torch.Tensor]
+
+
 def per_example_gradient_blocks(model: nn.Module, names: Sequence[str], x: torch.Tensor,
-                                y: torch.Tensor) -> list[torch.Tensor]:
-    """Per-example gradients of each example's cross-entropy loss, one (batch, numel) block
-    per parameter in ``names`` order; projectors take the blocks as they are."""
+                                y: torch.Tensor, example_loss: ExampleLoss = classification_loss
+                                ) -> list[torch.Tensor]:
+    """Per-example gradients of each example's loss, one (batch, numel) block per parameter in
+    ``names`` order; projectors take the blocks as they are.
+
+    ``example_loss(output, target)`` gets the model's output for one example (a batch of one)
+    and that example's target: cross-entropy for classifiers, next-token loss for a causal LM.
+    """
     params = {n: p.detach() for n, p in model.named_parameters()}
     recorded = {n: params[n] for n in names}
     frozen = {n: p for n, p in params.items() if n not in recorded}
@@ -91,7 +100,7 @@ def per_example_gradient_blocks(model: nn.Module, names: Sequence[str], x: torch
 
     def loss(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         out = functional_call(model, {**frozen, **p, **buffers}, (xi.unsqueeze(0),))
-        return nn.functional.cross_entropy(out, yi.unsqueeze(0))
+        return example_loss(out, yi)
 
     grads = vmap(grad(loss), in_dims=(None, 0, 0))(recorded, x, y)
     # Contiguous per parameter, so these reshapes are views: concatenating them into one
@@ -100,9 +109,10 @@ def per_example_gradient_blocks(model: nn.Module, names: Sequence[str], x: torch
 
 
 def per_example_gradients(model: nn.Module, names: Sequence[str], x: torch.Tensor,
-                          y: torch.Tensor) -> torch.Tensor:
-    """(batch, n_params) gradients of each example's cross-entropy loss, ``names`` in order."""
-    return torch.cat(per_example_gradient_blocks(model, names, x, y), dim=1)
+                          y: torch.Tensor, example_loss: ExampleLoss = classification_loss
+                          ) -> torch.Tensor:
+    """(batch, n_params) gradients of each example's loss, ``names`` in order."""
+    return torch.cat(per_example_gradient_blocks(model, names, x, y, example_loss), dim=1)
 
 
 def adam_features(grads: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,

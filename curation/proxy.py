@@ -30,6 +30,11 @@ from curation.io import atomic_path, sha256_file, write_json
 PROXY_KINDS = ("linear", "mlp")
 
 
+def classification_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of one example: ``output`` (1, classes) logits, ``target`` a class index."""
+    return nn.functional.cross_entropy(output, target.unsqueeze(0))
+
+
 @dataclass(frozen=True)
 class ProxySpec:
     """Architecture of a proxy (or evaluation) model."""
@@ -103,6 +108,21 @@ class Proxy:
     def load_moments(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
         """Adam state keyed ``exp_avg.<param>`` / ``exp_avg_sq.<param>``."""
         return load_file(checkpoint.optimizer_path)
+
+    def gradient_parameters(self, model: nn.Module, which: str | Sequence[str] = "all"
+                            ) -> list[str]:
+        """Parameters whose gradients a datastore records (see ``parameter_names``)."""
+        return parameter_names(model, which)
+
+    @staticmethod
+    def example_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return classification_loss(output, target)
+
+    @staticmethod
+    def batch(inputs: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of the datastore's inputs and labels as the model's (x, y) tensors."""
+        return (torch.from_numpy(np.array(inputs, dtype=np.float32)),
+                torch.from_numpy(np.asarray(labels, dtype=np.int64)))
 
     def save(self, directory: Path) -> Path:
         record = {

@@ -1,0 +1,507 @@
+"""Causal language-model proxies: a small ``transformers`` model with LoRA adapters (``peft``).
+
+The proxy kind ``causal-lm`` (``LMSpec``) gives gradient selection a real language model.
+
+Model
+    A Llama-architecture causal LM built from a small config with random weights (no
+    download), or the model in ``base_path`` (a local ``save_pretrained`` directory, opened
+    with ``local_files_only``). LoRA adapters wrap ``lora_targets``; the per-example gradients
+    recorded in the datastore are those of the adapter parameters only, as in LESS.
+
+Tokenizer
+    Never downloaded: a byte-level BPE trained on the pool's texts with ``tokenizers`` (saved
+    beside the checkpoints as ``tokenizer.json``), or the ``tokenizer.json`` of ``base_path``.
+    Byte-level BPE has no normalizer, so decoding gives back exactly the text encoded.
+
+Examples
+    A pool with ``prompt`` and ``response`` columns is encoded as prompt + response + EOS with
+    the loss on response tokens only; otherwise ``text`` + EOS with the loss on every token.
+    Sequences are cut at ``max_length`` (a long prompt loses its start, so the response keeps
+    at least half the window) and right-padded. Padding sits after every real token, so under
+    causal attention it cannot change the loss of a real token and no attention mask is needed:
+    that keeps one example's loss a pure function of its token ids, which ``torch.func.vmap``
+    needs. Targets are the token ids with -100 where there is no loss.
+
+Warm-up
+    Adam on a seeded fraction of the pool; a checkpoint stores the trainable parameters and
+    their Adam moments (safetensors). With a random base, the base weights train too
+    (``train_base`` defaults to True then: a random frozen transformer under LoRA learns almost
+    nothing); the initial base weights are saved once as ``base.safetensors`` so a proxy
+    directory is complete on its own. With ``base_path`` only the adapters train by default.
+
+Evaluation (``finetune_perplexity``)
+    Fine-tune the proxy's last checkpoint on a subset for a fixed number of epochs, then report
+    the token-level loss and perplexity of held-out text (lower is better).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from curation.errors import CurationError
+from curation.io import atomic_path, sha256_file, write_json
+from curation.pool import Pool
+from curation.proxy import Checkpoint, WarmupConfig, checkpoint_epochs
+
+LM_KIND = "causal-lm"
+IGNORE = -100
+PAD, EOS = "<pad>", "<eos>"
+
+
+@dataclass(frozen=True)
+class LMSpec:
+    """Architecture, tokenizer and adapters of a causal-LM proxy."""
+
+    kind: str = LM_KIND
+    vocab_size: int = 2048
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 256
+    max_length: int = 128
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    base_path: str = ""
+    train_base: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind != LM_KIND:
+            raise CurationError(f"LMSpec kind must be {LM_KIND!r}, got {self.kind!r}")
+        for name in ("vocab_size", "hidden", "layers", "heads", "intermediate", "lora_rank"):
+            if getattr(self, name) <= 0:
+                raise CurationError(f"causal-lm {name!r} must be positive, got {getattr(self, name)}")
+        if self.max_length < 2:
+            raise CurationError(f"causal-lm 'max_length' must be at least 2, got {self.max_length}")
+        if self.hidden % self.heads:
+            raise CurationError(f"causal-lm 'hidden' ({self.hidden}) must be a multiple of "
+                                f"'heads' ({self.heads})")
+        if not self.lora_targets:
+            raise CurationError("causal-lm 'lora_targets' must name at least one module")
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if self.base_path and not Path(self.base_path).is_dir():
+            raise CurationError(f"causal-lm 'base_path' is not a directory: {self.base_path}")
+
+    @property
+    def trains_base(self) -> bool:
+        return (not self.base_path) if self.train_base is None else self.train_base
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer and encoding
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int):
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts`` (deterministic)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    return tokenizer
+
+
+def load_tokenizer(path: str | Path):
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    if not path.exists():
+        raise CurationError(f"tokenizer file not found: {path}")
+    return Tokenizer.from_file(str(path))
+
+
+def special_ids(tokenizer) -> tuple[int, int]:
+    """(pad, eos) ids: ours, or the base tokenizer's EOS (which also pads; pads carry no loss)."""
+    eos = tokenizer.token_to_id(EOS)
+    if eos is None:
+        for name in ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>"):
+            eos = tokenizer.token_to_id(name)
+            if eos is not None:
+                break
+    if eos is None:
+        raise CurationError("the tokenizer has no end-of-sequence token (<eos>, </s>, "
+                            "<|endoftext|>)")
+    pad = tokenizer.token_to_id(PAD)
+    return (eos if pad is None else pad), eos
+
+
+def lm_texts(pool: Pool) -> tuple[list[str] | None, list[str]]:
+    """(prompts or None, texts or responses) of a pool, by its columns."""
+    names = pool.table.column_names
+    if "prompt" in names and "response" in names:
+        prompts = pool.table.column("prompt").to_pylist()
+        responses = pool.table.column("response").to_pylist()
+        for column, values in (("prompt", prompts), ("response", responses)):
+            if any(not isinstance(v, str) for v in values):
+                raise CurationError(f"{pool.source}: column {column!r} must be non-null strings")
+        if any(not r for r in responses):
+            raise CurationError(f"{pool.source}: column 'response' has empty strings")
+        return prompts, responses
+    if pool.input_column != "text":
+        raise CurationError(f"{pool.source}: a causal-lm proxy needs a 'text' column or "
+                            "'prompt' and 'response' columns")
+    return None, pool.texts
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int,
+           prompts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, targets), both (n, max_length) int64; targets are -100 where no loss."""
+    pad, eos = special_ids(tokenizer)
+    n = len(texts)
+    ids = np.full((n, max_length), pad, dtype=np.int64)
+    targets = np.full((n, max_length), IGNORE, dtype=np.int64)
+    bodies = tokenizer.encode_batch(list(texts))
+    heads = tokenizer.encode_batch(list(prompts)) if prompts is not None else [None] * n
+    for i, (body, head) in enumerate(zip(bodies, heads, strict=True)):
+        tokens = [*body.ids, eos]
+        prompt = head.ids if head is not None else []
+        # The response keeps at least half the window; the prompt keeps its end.
+        keep_response = min(len(tokens), max_length - min(len(prompt), max_length // 2))
+        keep_prompt = min(len(prompt), max_length - keep_response)
+        row = [*prompt[len(prompt) - keep_prompt:], *tokens[:keep_response]]
+        ids[i, :len(row)] = row
+        targets[i, keep_prompt:len(row)] = row[keep_prompt:]
+    return ids, targets
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and proxy
+
+
+def build_model(spec: LMSpec, vocab_size: int, seed: int = 0) -> nn.Module:
+    """The base model (random init from ``spec``, or ``spec.base_path``) with LoRA adapters."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    if spec.base_path:
+        base = AutoModelForCausalLM.from_pretrained(spec.base_path, local_files_only=True,
+                                                    dtype=torch.float32)
+    else:
+        config = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
+            num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+            num_key_value_heads=spec.heads, max_position_embeddings=spec.max_length,
+            bos_token_id=None, eos_token_id=None, pad_token_id=None, use_cache=False,
+            tie_word_embeddings=True, attn_implementation="sdpa")
+        base = LlamaForCausalLM(config)
+    lora = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0,
+                      target_modules=list(spec.lora_targets), bias="none")
+    try:
+        model = get_peft_model(base, lora)
+    except ValueError as exc:
+        raise CurationError(f"causal-lm 'lora_targets' {list(spec.lora_targets)}: {exc}") from None
+    if spec.trains_base:
+        for param in model.parameters():
+            param.requires_grad_(True)
+    return model
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    return [n for n, _ in model.named_parameters() if "lora_" in n]
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters()
+            if p.requires_grad}
+
+
+def lm_example_loss(output, target: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss of one example (batch of one) over its target tokens."""
+    logits = output.logits[0, :-1]
+    return nn.functional.cross_entropy(logits, target[1:], ignore_index=IGNORE)
+
+
+def lm_batch_loss(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor,
+                  reduction: str = "mean") -> torch.Tensor:
+    logits = model(input_ids=ids).logits[:, :-1]
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                       targets[:, 1:].reshape(-1), ignore_index=IGNORE,
+                                       reduction=reduction)
+
+
+@dataclass(frozen=True)
+class LMProxy:
+    """A warmed-up causal-LM proxy: spec, tokenizer, base weights and adapter checkpoints.
+
+    Offers the interface the gradient datastore uses (``checkpoints``, ``load_model``,
+    ``load_moments``, ``gradient_parameters``, ``example_loss``, ``batch``), so LoRA gradient
+    stores are built by the same code as classifier ones.
+    """
+
+    spec: LMSpec
+    directory: Path
+    vocab_size: int
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    base_sha256: str = ""
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    @property
+    def in_dim(self) -> int:
+        """Columns of the datastore's inputs: token positions."""
+        return self.spec.max_length
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.directory / "tokenizer.json"
+
+    @property
+    def base_weights(self) -> Path:
+        return self.directory / "base.safetensors"
+
+    def tokenizer(self):
+        return load_tokenizer(self.tokenizer_path)
+
+    def encode(self, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
+        prompts, texts = lm_texts(pool)
+        return encode(self.tokenizer(), texts, self.spec.max_length, prompts)
+
+    def load_model(self, checkpoint: Checkpoint | None = None) -> nn.Module:
+        """The model at ``checkpoint`` (None: the initial weights), in eval mode."""
+        model = build_model(self.spec, self.vocab_size)
+        if not self.spec.base_path:
+            _load_into(model, load_file(self.base_weights), self.base_weights)
+        if checkpoint is not None:
+            _load_into(model, load_file(checkpoint.model_path), checkpoint.model_path)
+        return model.eval()
+
+    def load_moments(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+        return load_file(checkpoint.optimizer_path)
+
+    def gradient_parameters(self, model: nn.Module, which: str | Sequence[str] = "all"
+                            ) -> list[str]:
+        """Adapter parameters whose gradients are recorded: ``all``, ``last`` (the last
+        layer's adapters) or explicit names."""
+        names = adapter_names(model)
+        if which == "all":
+            return names
+        if which == "last":
+            last = max(int(n.split(".layers.")[1].split(".")[0]) for n in names)
+            return [n for n in names if f".layers.{last}." in n]
+        unknown = sorted(set(which) - set(names))
+        if unknown:
+            raise CurationError(f"unknown adapter parameter names {unknown[:3]}; the adapters "
+                                f"are {names[:3]}...")
+        return list(which)
+
+    @staticmethod
+    def example_loss(output, target: torch.Tensor) -> torch.Tensor:
+        return lm_example_loss(output, target)
+
+    @staticmethod
+    def batch(inputs: np.ndarray, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.from_numpy(np.asarray(inputs, dtype=np.int64)),
+                torch.from_numpy(np.asarray(targets, dtype=np.int64)))
+
+    def save(self) -> Path:
+        record = {
+            "spec": asdict(self.spec), "vocab_size": self.vocab_size,
+            "base_sha256": self.base_sha256, "betas": list(self.betas), "eps": self.eps,
+            "checkpoints": [{**asdict(c), "model_path": c.model_path.name,
+                             "optimizer_path": c.optimizer_path.name} for c in self.checkpoints],
+        }
+        return write_json(self.directory / "proxy.json", record)
+
+
+def load_lm_proxy(directory: str | Path) -> LMProxy:
+    """Open a proxy saved by ``warmup_lm``; weight files are verified by sha256."""
+    directory = Path(directory)
+    manifest = directory / "proxy.json"
+    if not manifest.exists():
+        raise CurationError(f"proxy manifest not found: {manifest}")
+    record = json.loads(manifest.read_text())
+    if record.get("spec", {}).get("kind") != LM_KIND:
+        raise CurationError(f"{manifest}: not a {LM_KIND} proxy")
+    spec = LMSpec(**record["spec"])
+    checkpoints = []
+    for c in record["checkpoints"]:
+        ckpt = Checkpoint(**{**c, "model_path": directory / c["model_path"],
+                             "optimizer_path": directory / c["optimizer_path"]})
+        if not ckpt.model_path.exists() or sha256_file(ckpt.model_path) != ckpt.sha256:
+            raise CurationError(f"proxy checkpoint {ckpt.model_path} is missing or does not "
+                                "match its sha256")
+        checkpoints.append(ckpt)
+    proxy = LMProxy(spec, directory, record["vocab_size"], checkpoints, record["base_sha256"],
+                    tuple(record["betas"]), record["eps"])
+    if not spec.base_path and sha256_file(proxy.base_weights) != proxy.base_sha256:
+        raise CurationError(f"{proxy.base_weights} does not match its sha256")
+    return proxy
+
+
+# A transformer needs a smaller step and more data than a linear head to learn anything.
+LM_WARMUP = WarmupConfig(fraction=0.25, lr=2e-3, batch_size=8)
+
+
+def warmup_lm(pool: Pool, out_dir: str | Path, spec: LMSpec = LMSpec(),
+              config: WarmupConfig = LM_WARMUP, progress: bool = False) -> LMProxy:
+    """Build the tokenizer and model, warm up on a seeded fraction of ``pool``, save under
+    ``out_dir``: tokenizer, base weights, then adapter (+ base) checkpoints with Adam moments."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompts, texts = lm_texts(pool)
+    tokenizer_path = out_dir / "tokenizer.json"
+    if spec.base_path:
+        tokenizer = load_tokenizer(Path(spec.base_path) / "tokenizer.json")
+    else:
+        training_text = texts if prompts is None else [p + r for p, r in zip(prompts, texts,
+                                                                              strict=True)]
+        tokenizer = train_tokenizer(training_text, spec.vocab_size)
+    with atomic_path(tokenizer_path) as tmp:
+        tokenizer.save(str(tmp))
+    vocab_size = tokenizer.get_vocab_size()
+    ids, targets = encode(tokenizer, texts, spec.max_length, prompts)
+
+    rng = np.random.default_rng(config.seed)
+    n_train = max(1, int(round(config.fraction * len(ids))))
+    subset = np.sort(rng.choice(len(ids), size=min(n_train, len(ids)), replace=False))
+    x, y = torch.from_numpy(ids[subset]), torch.from_numpy(targets[subset])
+
+    model = build_model(spec, vocab_size, seed=config.seed)
+    base_sha = ""
+    if not spec.base_path:
+        base = out_dir / "base.safetensors"
+        state = {n: p.detach().clone().contiguous() for n, p in model.named_parameters()
+                 if "lora_" not in n}
+        with atomic_path(base) as tmp:
+            save_file(state, str(tmp))
+        base_sha = sha256_file(base)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    betas = (0.9, 0.999)
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=betas,
+                                 weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    snapshot_at = set(checkpoint_epochs(config.epochs, config.checkpoints))
+    checkpoints: list[Checkpoint] = []
+    if config.initial_checkpoint:
+        checkpoints.append(_save_checkpoint(model, optimizer, out_dir, 0, 0, config.lr))
+    model.train()
+    step = 0
+    steps = config.epochs * math.ceil(len(x) / config.batch_size)
+    with tqdm(total=steps, desc="warm-up (causal-lm)", disable=not progress) as bar:
+        for epoch in range(1, config.epochs + 1):
+            for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
+                optimizer.zero_grad()
+                lm_batch_loss(model, x[batch], y[batch]).backward()
+                optimizer.step()
+                step += 1
+                bar.update()
+            if epoch in snapshot_at:
+                checkpoints.append(_save_checkpoint(model, optimizer, out_dir, epoch, step,
+                                                    config.lr))
+    proxy = LMProxy(spec, out_dir, vocab_size, checkpoints, base_sha, betas, 1e-8)
+    proxy.save()
+    return proxy
+
+
+def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Adam, out_dir: Path, epoch: int,
+                     step: int, lr: float) -> Checkpoint:
+    state = trainable_state(model)
+    moments = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        # Before the first step Adam has no state yet: its moments are zero.
+        slot = optimizer.state[param]
+        for key in ("exp_avg", "exp_avg_sq"):
+            moments[f"{key}.{name}"] = slot.get(key, torch.zeros_like(param)).detach().clone()
+    model_path = out_dir / f"checkpoint-{epoch:03d}.safetensors"
+    optimizer_path = out_dir / f"optimizer-{epoch:03d}.safetensors"
+    with atomic_path(model_path) as tmp:
+        save_file(state, str(tmp))
+    with atomic_path(optimizer_path) as tmp:
+        save_file(moments, str(tmp))
+    return Checkpoint(epoch, model_path, optimizer_path, lr, step, sha256_file(model_path))
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise CurationError(f"{source}: unexpected tensors {unexpected[:3]} for this model")
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass(frozen=True)
+class LMEvalConfig:
+    """Fine-tuning of the warm-started proxy on a subset, the same for every selector."""
+
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 8
+    eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise CurationError(f"causal-lm evaluation {name!r} must be positive")
+        if self.lr <= 0:
+            raise CurationError(f"causal-lm evaluation 'lr' must be positive, got {self.lr}")
+
+
+def token_loss(model: nn.Module, ids: np.ndarray, targets: np.ndarray,
+               batch_size: int = 32) -> float:
+    """Mean next-token loss over every target token of ``ids`` (token-weighted)."""
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(ids), batch_size):
+            x = torch.from_numpy(ids[start:start + batch_size])
+            y = torch.from_numpy(targets[start:start + batch_size])
+            total += float(lm_batch_loss(model, x, y, reduction="sum"))
+            count += int((y[:, 1:] != IGNORE).sum())
+    if count == 0:
+        raise CurationError("held-out set has no target tokens to score")
+    return total / count
+
+
+def finetune_perplexity(proxy: LMProxy, ids: np.ndarray, targets: np.ndarray,
+                        test_ids: np.ndarray, test_targets: np.ndarray,
+                        config: LMEvalConfig = LMEvalConfig(), seed: int = 0,
+                        weights: np.ndarray | None = None) -> dict[str, float]:
+    """Fine-tune the proxy's last checkpoint on (ids, targets); held-out loss and perplexity.
+
+    ``weights`` (one per example) scale each example's loss; None trains unweighted.
+    """
+    if len(ids) == 0:
+        raise CurationError("cannot fine-tune on an empty subset")
+    torch.manual_seed(seed)
+    model = proxy.load_model(proxy.checkpoints[-1])
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    generator = torch.Generator().manual_seed(seed)
+    x, y = torch.from_numpy(ids), torch.from_numpy(targets)
+    w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32))
+    model.train()
+    for _ in range(config.epochs):
+        for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
+            optimizer.zero_grad()
+            if w is None:
+                loss = lm_batch_loss(model, x[batch], y[batch])
+            else:
+                per_token = lm_batch_loss(model, x[batch], y[batch], reduction="none")
+                valid = (y[batch][:, 1:] != IGNORE).reshape(len(batch), -1)
+                per_example = (per_token.reshape(len(batch), -1) * valid).sum(1) / valid.sum(1)
+                loss = (per_example * w[batch]).sum() / w[batch].sum().clamp_min(1e-12)
+            loss.backward()
+            optimizer.step()
+    loss = token_loss(model, test_ids, test_targets, config.eval_batch_size)
+    return {"test_loss": loss, "test_perplexity": float(math.exp(min(loss, 700.0))),
+            "n_train": len(ids)}
