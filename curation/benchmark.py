@@ -10,7 +10,7 @@ full pool is evaluated once per seed as the ``full`` reference. Results are writ
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,15 +23,22 @@ from curation.errors import CurationError
 from curation.evaluate import EvalConfig, evaluate_subset
 from curation.io import write_atomic, write_json
 from curation.lineage import config_hash
+from curation.lm import LMEvalConfig, LMSpec, finetune_perplexity
 from curation.pool import Pool
 from curation.report import accuracy_plot, accuracy_table
 from curation.selectors import SELECTORS, make_selector, resolve_budget
-from curation.workflow import GradientSettings, run_selection
+from curation.workflow import GradientSettings, cached_lm_proxy, run_selection
 
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """The grid: methods x budgets x seeds, plus the shared chain and evaluation settings."""
+    """The grid: methods x budgets x seeds, plus the shared chain and evaluation settings.
+
+    ``evaluation`` trains classifiers (test accuracy); with a causal-LM proxy
+    (``settings.proxy`` an ``LMSpec``) every subset instead fine-tunes the warmed-up LM as
+    ``lm_evaluation`` says and is scored by held-out perplexity (``use_weights`` still comes
+    from ``evaluation``).
+    """
 
     methods: tuple[str, ...] = ("random", "less", "el2n", "gtp")
     budgets: tuple[float, ...] = (0.01, 0.05, 0.1)
@@ -39,6 +46,16 @@ class BenchmarkConfig:
     settings: GradientSettings = field(default_factory=GradientSettings)
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(seeds=(0,)))
     selector_options: dict[str, dict] = field(default_factory=dict)
+    lm_evaluation: LMEvalConfig = field(default_factory=LMEvalConfig)
+
+    @property
+    def language_model(self) -> bool:
+        return isinstance(self.settings.proxy, LMSpec)
+
+    @property
+    def metric(self) -> str:
+        """The record field compared across methods (lower is better for perplexity)."""
+        return "test_perplexity" if self.language_model else "test_accuracy"
 
     def validate(self, pool_size: int, has_target: bool) -> None:
         unknown = [m for m in self.methods if m not in SELECTORS]
@@ -52,6 +69,14 @@ class BenchmarkConfig:
         needy = [m for m in self.methods if "target" in SELECTORS[m].needs]
         if needy and not has_target:
             raise CurationError(f"method(s) {needy} need a target set (--target)")
+        classifier_only = [m for m in self.methods if "proxy" in SELECTORS[m].needs]
+        if self.language_model and classifier_only:
+            raise CurationError(f"method(s) {classifier_only} need class predictions, which a "
+                                "causal-lm proxy does not make; leave them out of --methods")
+
+
+# Trains on a subset (pool rows, their weights) with a seed; returns the record's metrics.
+Evaluator = Callable[[GradientSettings, np.ndarray, np.ndarray | None, int], dict]
 
 
 def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: BenchmarkConfig,
@@ -59,20 +84,17 @@ def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: Benchmark
     """Run the grid and return one record per (method, budget, seed) plus ``full`` per seed."""
     config.validate(len(pool), target is not None)
     work_dir = Path(work_dir)
-    cache = work_dir / "embeddings"
-    pool_x, test_x = input_matrix(pool, cache, progress), input_matrix(test, cache, progress)
-    n_classes = int(max(pool.labels.max(), test.labels.max(),
-                        target.labels.max() if target is not None else 0)) + 1
+    evaluate = (_lm_evaluator(pool, test, config, work_dir, progress) if config.language_model
+                else _classifier_evaluator(pool, test, target, config, work_dir, progress))
     extra = _pool_flags(pool)
     grid = list(itertools.product(config.seeds, config.methods, config.budgets))
     records = []
     bar = tqdm(total=len(grid) + len(config.seeds), desc="benchmark", disable=not progress)
     for seed in config.seeds:
         settings = _seeded(config.settings, seed)
-        full = evaluate_subset(pool_x, pool.labels, test_x, test.labels, n_classes,
-                               config.evaluation, seeds=[seed])
+        full = evaluate(settings, np.arange(len(pool)), None, seed)
         records.append({"method": "full", "budget": 1.0, "seed": seed, "n_selected": len(pool),
-                        "test_accuracy": full.mean})
+                        **full})
         bar.update()
         for method, budget in ((m, b) for s, m, b in grid if s == seed):
             options = dict(config.selector_options.get(method, {}))
@@ -82,12 +104,10 @@ def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: Benchmark
             selection, lineage = run_selection(pool, target, selector, budget, work_dir,
                                                settings)
             rows = selection.indices
-            result = evaluate_subset(pool_x[rows], pool.labels[rows], test_x, test.labels,
-                                     n_classes, config.evaluation, selection.weights,
-                                     seeds=[seed])
             records.append({
                 "method": method, "budget": budget, "seed": seed, "n_selected": len(rows),
-                "test_accuracy": result.mean, "config_hash": lineage["config_hash"],
+                **evaluate(settings, rows, selection.weights, seed),
+                "config_hash": lineage["config_hash"],
                 **{k: v for k, v in selection.info.items() if k != "k"},
                 **{name: int(flag[rows].sum()) for name, flag in extra.items()},
                 **_redundancy(pool, rows),
@@ -97,19 +117,57 @@ def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: Benchmark
     return records
 
 
-def write_report(records: Sequence[dict], out_dir: str | Path, title: str = "") -> dict:
-    """Write ``results.json``, ``summary.md`` and ``plot.png`` under ``out_dir``."""
+def _classifier_evaluator(pool: Pool, test: Pool, target: Pool | None, config: BenchmarkConfig,
+                          work_dir: Path, progress: bool) -> Evaluator:
+    """Fresh classifiers (``curation.evaluate``) on the subset's embeddings: test accuracy."""
+    cache = work_dir / "embeddings"
+    pool_x, test_x = input_matrix(pool, cache, progress), input_matrix(test, cache, progress)
+    n_classes = int(max(pool.labels.max(), test.labels.max(),
+                        target.labels.max() if target is not None else 0)) + 1
+
+    def evaluate(settings: GradientSettings, rows: np.ndarray, weights: np.ndarray | None,
+                 seed: int) -> dict:
+        result = evaluate_subset(pool_x[rows], pool.labels[rows], test_x, test.labels,
+                                 n_classes, config.evaluation, weights, seeds=[seed])
+        return {"test_accuracy": result.mean}
+
+    return evaluate
+
+
+def _lm_evaluator(pool: Pool, test: Pool, config: BenchmarkConfig, work_dir: Path,
+                  progress: bool) -> Evaluator:
+    """The seed's warmed-up LM fine-tuned on the subset: held-out loss and perplexity."""
+    encoded: dict[Path, tuple] = {}  # per proxy (its tokenizer): pool and test token ids
+
+    def evaluate(settings: GradientSettings, rows: np.ndarray, weights: np.ndarray | None,
+                 seed: int) -> dict:
+        proxy = cached_lm_proxy(work_dir, pool, settings, progress)
+        if proxy.directory not in encoded:
+            encoded[proxy.directory] = (*proxy.encode(pool), *proxy.encode(test))
+        ids, targets, test_ids, test_targets = encoded[proxy.directory]
+        use = weights if config.evaluation.use_weights else None
+        result = finetune_perplexity(proxy, ids[rows], targets[rows], test_ids, test_targets,
+                                     config.lm_evaluation, seed, use)
+        return {"test_loss": result["test_loss"], "test_perplexity": result["test_perplexity"]}
+
+    return evaluate
+
+
+def write_report(records: Sequence[dict], out_dir: str | Path, title: str = "",
+                 metric: str = "test_accuracy") -> dict:
+    """Write ``results.json``, ``summary.md`` and ``plot.png`` (of ``metric``) under ``out_dir``."""
     out_dir = Path(out_dir)
-    table = accuracy_table(records)
+    table = accuracy_table(records, metric)
     seeds = sorted({r["seed"] for r in records})
     header = f"# {title}\n\n" if title else ""
-    summary = (f"{header}Test accuracy, mean ± std over seeds {seeds} "
-               f"(budget = fraction of the pool).\n\n{table}\n")
+    direction = " (lower is better)" if metric in ("test_perplexity", "test_loss") else ""
+    summary = (f"{header}{metric.replace('_', ' ').capitalize()}{direction}, mean ± std over "
+               f"seeds {seeds} (budget = fraction of the pool).\n\n{table}\n")
     paths = {"results": out_dir / "results.json", "summary": out_dir / "summary.md",
              "plot": out_dir / "plot.png"}
     write_json(paths["results"], list(records))
     write_atomic(paths["summary"], lambda p: p.write_text(summary))
-    figure = accuracy_plot(records)
+    figure = accuracy_plot(records, metric)
     if title:
         figure.axes[0].set_title(title)
     write_atomic(paths["plot"], lambda p: figure.savefig(p, format="png", dpi=110,

@@ -18,6 +18,8 @@ from curation.errors import CurationError
 app = typer.Typer(help="Gradient-based data curation: demo data, selection, evaluation, "
                        "catalog queries and versioned releases.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+PROXY_HELP = ("Proxy kind: linear or mlp (classifier heads), or causal-lm (a small transformer "
+              "LM with LoRA adapters; selection by LoRA gradients, scored by perplexity).")
 catalog_app = typer.Typer(help="Query the DuckDB metadata catalog.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(datastore_app, name="datastore")
@@ -56,7 +58,7 @@ def select(
     target: Annotated[Path | None, typer.Option(help="Target set (needed by less, gtp).")]
     = None,
     seed: Annotated[int, typer.Option(help="Seed for the proxy, projection and selector.")] = 0,
-    proxy: Annotated[str, typer.Option(help="Proxy kind: linear or mlp.")] = "linear",
+    proxy: Annotated[str, typer.Option(help=PROXY_HELP)] = "linear",
     checkpoints: Annotated[int, typer.Option(help="Proxy checkpoints (trajectory length).")]
     = 4,
     dim: Annotated[int, typer.Option(help="Projection dimension per checkpoint.")] = 1024,
@@ -64,27 +66,22 @@ def select(
     = None,
 ) -> None:
     """Select a subset of POOL and write it as a Selection with its lineage."""
-    from curation.datastore import DatastoreSpec
     from curation.io import write_json, write_parquet
     from curation.pool import load_pool
-    from curation.proxy import ProxySpec, WarmupConfig
     from curation.selectors import SELECTORS, make_selector, resolve_budget
-    from curation.workflow import GradientSettings, run_selection
+    from curation.workflow import run_selection
 
     with user_errors():
         if out.suffix != ".parquet":
             raise CurationError(f"--out must be a .parquet path, got {out}")
         params = {"seed": seed} if method == "random" else {}
         selector = make_selector(method, **params)
-        settings = GradientSettings(
-            ProxySpec(proxy), WarmupConfig(epochs=max(4, checkpoints), checkpoints=checkpoints,
-                                           seed=seed),
-            DatastoreSpec(dim=dim, seed=seed))
-        pool_data = load_pool(pool, role="pool")
+        settings = _gradient_settings(proxy, checkpoints, dim, seed)
+        pool_data = load_pool(pool, role="pool", require_label=not _is_lm(proxy))
         resolve_budget(budget, len(pool_data))
         target_data = None
         if target is not None:
-            target_data = load_pool(target, role="target")
+            target_data = load_pool(target, role="target", require_label=not _is_lm(proxy))
         elif "target" in SELECTORS[method].needs:
             raise CurationError(f"selector {method!r} needs --target")
         selection, lineage = run_selection(pool_data, target_data, selector, budget,
@@ -145,17 +142,21 @@ def benchmark(
     test: Annotated[Path | None, typer.Option(help="Test split (without --scenario).")] = None,
     target: Annotated[Path | None, typer.Option(help="Target set (without --scenario).")]
     = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated selectors.")]
-    = "random,less,el2n,gtp",
+    methods: Annotated[str | None, typer.Option(
+        help="Comma-separated selectors [default: random,less,el2n,gtp; random,less,gtp for "
+             "causal-lm].")] = None,
     budgets: Annotated[str, typer.Option(help="Comma-separated budgets (fractions or counts).")]
     = "0.01,0.05,0.1",
     seeds: Annotated[str, typer.Option(help="A count N (seeds 0..N-1) or a list like 0,4,7.")]
     = "3",
-    pool_size: Annotated[int, typer.Option(help="Pool size of a --scenario.")] = 3000,
-    test_size: Annotated[int, typer.Option(help="Cap on test rows of a --scenario (0: all).")]
-    = 0,
-    proxy: Annotated[str, typer.Option(help="Proxy kind: linear or mlp.")] = "linear",
-    checkpoints: Annotated[int, typer.Option(help="Proxy checkpoints.")] = 4,
+    pool_size: Annotated[int | None, typer.Option(
+        help="Pool size of a --scenario [default: 3000; 1500 for causal-lm].")] = None,
+    test_size: Annotated[int | None, typer.Option(
+        help="Cap on test rows of a --scenario, 0 for all [default: 0; 400 for causal-lm].")]
+    = None,
+    proxy: Annotated[str, typer.Option(help=PROXY_HELP)] = "linear",
+    checkpoints: Annotated[int | None, typer.Option(
+        help="Proxy checkpoints [default: 4; 3 for causal-lm].")] = None,
     dim: Annotated[int, typer.Option(help="Projection dimension per checkpoint.")] = 1024,
     use_weights: Annotated[bool, typer.Option(help="Train on selector weights.")] = False,
     work_dir: Annotated[Path | None, typer.Option(help="Cache for embeddings, proxies, stores.")]
@@ -163,36 +164,34 @@ def benchmark(
 ) -> None:
     """Compare selectors: methods x budgets x seeds, each subset trained fresh and tested."""
     from curation.benchmark import BenchmarkConfig, run_benchmark, write_report
-    from curation.datastore import DatastoreSpec
     from curation.demo_data import ScenarioConfig, write_scenario
     from curation.evaluate import EvalConfig
     from curation.pool import load_pool
-    from curation.proxy import ProxySpec, WarmupConfig
-    from curation.workflow import GradientSettings
 
+    lm = _is_lm(proxy)
     with user_errors():
         if scenario is not None:
             if pool or test or target:
                 raise CurationError("give either --scenario or --pool/--test/--target, not both")
-            paths = write_scenario(
-                ScenarioConfig(scenario, pool_size=pool_size, test_size=test_size), out / "data")
+            sizes = {"pool_size": pool_size or (1500 if lm else 3000),
+                     "test_size": (400 if lm else 0) if test_size is None else test_size}
+            paths = write_scenario(ScenarioConfig(scenario, **sizes), out / "data")
             pool, test, target = paths.pool, paths.test, paths.target
         elif pool is None or test is None:
             raise CurationError("--pool and --test are required without --scenario")
+        methods = methods or ("random,less,gtp" if lm else "random,less,el2n,gtp")
         config = BenchmarkConfig(
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
             budgets=tuple(_parse_floats(budgets, "--budgets")),
             seeds=tuple(_parse_seed_count(seeds)),
-            settings=GradientSettings(
-                ProxySpec(proxy), WarmupConfig(epochs=max(4, checkpoints), checkpoints=checkpoints),
-                DatastoreSpec(dim=dim)),
+            settings=_gradient_settings(proxy, checkpoints or (3 if lm else 4), dim),
             evaluation=EvalConfig(seeds=(0,), use_weights=use_weights))
-        pool_data = load_pool(pool, role="pool")
-        target_data = load_pool(target, role="target") if target else None
+        pool_data = load_pool(pool, role="pool", require_label=not lm)
+        target_data = load_pool(target, role="target", require_label=not lm) if target else None
         config.validate(len(pool_data), target_data is not None)
-        records = run_benchmark(pool_data, load_pool(test, role="test"), target_data, config,
-                                work_dir or default_home() / "work")
-        report = write_report(records, out, title=scenario or "")
+        records = run_benchmark(pool_data, load_pool(test, role="test", require_label=not lm),
+                                target_data, config, work_dir or default_home() / "work")
+        report = write_report(records, out, title=scenario or "", metric=config.metric)
     console.print(report["table"])
     console.print(f"results -> {report['results']}, plot -> {report['plot']}")
 
@@ -270,6 +269,30 @@ def catalog_query(
     for row in result.to_pylist():
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)
+
+
+def _is_lm(proxy: str) -> bool:
+    return proxy == "causal-lm"
+
+
+def _gradient_settings(proxy: str, checkpoints: int, dim: int, seed: int = 0):
+    """Proxy, warm-up and datastore settings for a proxy kind given on the command line."""
+    from dataclasses import replace
+
+    from curation.datastore import DatastoreSpec
+    from curation.lm import LM_WARMUP, LMSpec
+    from curation.proxy import ProxySpec, WarmupConfig
+    from curation.workflow import GradientSettings
+
+    epochs = max(4, checkpoints)
+    if _is_lm(proxy):
+        # Per-example LM gradients hold (batch, tokens, vocab) logits: smaller batches.
+        return GradientSettings(
+            LMSpec(), replace(LM_WARMUP, epochs=max(3, checkpoints), checkpoints=checkpoints,
+                              seed=seed), DatastoreSpec(dim=dim, seed=seed, batch_size=32))
+    return GradientSettings(ProxySpec(proxy), WarmupConfig(epochs=epochs, checkpoints=checkpoints,
+                                                           seed=seed),
+                            DatastoreSpec(dim=dim, seed=seed))
 
 
 def _parse_floats(text: str, option: str) -> list[float]:

@@ -44,7 +44,8 @@ class ProxySpec:
 
     def __post_init__(self) -> None:
         if self.kind not in PROXY_KINDS:
-            raise CurationError(f"proxy kind {self.kind!r} unknown; expected one of {PROXY_KINDS}")
+            raise CurationError(f"proxy kind {self.kind!r} unknown; expected one of {PROXY_KINDS} "
+                               "(or causal-lm, see curation.lm)")
 
     def build(self, in_dim: int, n_classes: int, seed: int = 0) -> nn.Module:
         torch.manual_seed(seed)

@@ -17,6 +17,7 @@ from curation.datastore import DatastoreSpec, GradientStore, build_datastore, op
 from curation.embed import input_matrix
 from curation.errors import CurationError
 from curation.lineage import config_hash
+from curation.lm import LMProxy, LMSpec, load_lm_proxy, warmup_lm
 from curation.pool import Pool
 from curation.proxy import (
     Proxy,
@@ -32,9 +33,10 @@ from curation.selectors import Selection, SelectionInputs, Selector
 
 @dataclass(frozen=True)
 class GradientSettings:
-    """Proxy architecture, its warm-up, and how gradient features are stored."""
+    """Proxy architecture (a classifier ``ProxySpec`` or a causal-LM ``LMSpec``), its
+    warm-up, and how gradient features are stored."""
 
-    proxy: ProxySpec = field(default_factory=ProxySpec)
+    proxy: ProxySpec | LMSpec = field(default_factory=ProxySpec)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     datastore: DatastoreSpec = field(default_factory=DatastoreSpec)
 
@@ -54,7 +56,46 @@ def cached_proxy(work_dir: Path, pool_id: str, inputs: np.ndarray, labels: np.nd
     return warmup(inputs, labels, n_classes, directory, settings.proxy, settings.warmup)
 
 
-def cached_store(work_dir: Path, proxy: Proxy, inputs: np.ndarray, labels: np.ndarray,
+def cached_lm_proxy(work_dir: Path, pool: Pool, settings: GradientSettings,
+                    progress: bool = False) -> LMProxy:
+    """Warm up a causal-LM proxy (tokenizer included) on the pool, or reuse the same one."""
+    key = config_hash({"pool_id": pool.content_hash, "proxy": asdict(settings.proxy),
+                       "warmup": asdict(settings.warmup)})
+    directory = work_dir / "proxies" / key
+    if (directory / "proxy.json").exists():
+        return load_lm_proxy(directory)
+    return warmup_lm(pool, directory, settings.proxy, settings.warmup, progress)
+
+
+def proxy_inputs(pool: Pool, target: Pool | None, work_dir: Path, settings: GradientSettings,
+                 progress: bool = False) -> tuple[Proxy | LMProxy, dict[str, tuple]]:
+    """The proxy and each split's datastore inputs: ``{"pool": (x, y), "target": (x, y)}``.
+
+    Classifier proxies read embeddings (or features) and labels; a causal-LM proxy reads
+    token ids and next-token targets from its own tokenizer.
+    """
+    if isinstance(settings.proxy, LMSpec):
+        proxy = cached_lm_proxy(work_dir, pool, settings, progress)
+        splits = {"pool": proxy.encode(pool)}
+        if target is not None:
+            splits["target"] = proxy.encode(target)
+        return proxy, splits
+    cache = work_dir / "embeddings"
+    pool_x = input_matrix(pool, cache, progress)
+    proxy = cached_proxy(work_dir, pool.content_hash, pool_x, pool.labels,
+                         n_classes_of(*([pool] if target is None else [pool, target])), settings)
+    splits = {"pool": (pool_x, pool.labels)}
+    if target is not None:
+        target_x = input_matrix(target, cache, progress)
+        if pool_x.shape[1] != target_x.shape[1]:
+            raise CurationError(
+                f"target inputs have {target_x.shape[1]} dims but the pool has {pool_x.shape[1]}"
+            )
+        splits["target"] = (target_x, target.labels)
+    return proxy, splits
+
+
+def cached_store(work_dir: Path, proxy: Proxy | LMProxy, inputs: np.ndarray, labels: np.ndarray,
                  ids: np.ndarray, data_id: str, spec: DatastoreSpec,
                  progress: bool = False, scheduler: str | None = None) -> GradientStore:
     """Build a gradient store, or open the one already built from the same inputs.
@@ -82,25 +123,22 @@ def run_selection(pool: Pool, target: Pool | None, selector: Selector, budget: f
     proxy = None
     inputs = SelectionInputs(pool.ids)
     if {"gradients", "proxy"} & set(selector.needs):
-        cache = work_dir / "embeddings"
-        pool_x = input_matrix(pool, cache, progress)
-        splits = [pool] if target is None else [pool, target]
-        proxy = cached_proxy(work_dir, pool.content_hash, pool_x, pool.labels,
-                             n_classes_of(*splits), settings)
-        target_x = None if target is None else input_matrix(target, cache, progress)
-        if target_x is not None and pool_x.shape[1] != target_x.shape[1]:
-            raise CurationError(
-                f"target inputs have {target_x.shape[1]} dims but the pool has {pool_x.shape[1]}"
-            )
+        if "proxy" in selector.needs and isinstance(settings.proxy, LMSpec):
+            raise CurationError(f"selector {selector.name!r} needs class predictions, which a "
+                                f"{settings.proxy.kind} proxy does not make; use gtp, less or "
+                                "random")
+        proxy, splits = proxy_inputs(pool, target, work_dir, settings, progress)
+        data = {"pool": pool, "target": target}
 
         def store(split: str, kind: str) -> GradientStore:
             if (split, kind) not in stores:
-                data, x = (pool, pool_x) if split == "pool" else (target, target_x)
+                x, y = splits[split]
                 stores[split, kind] = cached_store(
-                    work_dir, proxy, x, data.labels, data.ids, data.content_hash,
+                    work_dir, proxy, x, y, data[split].ids, data[split].content_hash,
                     replace(settings.datastore, kind=kind), progress)
             return stores[split, kind]
 
+        pool_x = splits["pool"][0]
         inputs = SelectionInputs(pool.ids, lambda kind: store("pool", kind),
                                  lambda kind: store("target", kind),
                                  functools.cache(lambda: (predict_probabilities(proxy, pool_x),
