@@ -31,14 +31,13 @@ on the first ``--check-n`` rows the sharded result against unsharded ``pursuit``
 from __future__ import annotations
 
 import argparse
-import contextlib
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import peak_rss_mib, reset_peak_rss
 from scipy.optimize import nnls
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -197,23 +196,6 @@ def write_atoms(path: Path, n: int, d: int, seed: int, chunk: int = 20_000) -> n
     return held.mean(axis=0)
 
 
-def _reset_peak_rss() -> None:
-    """Start a new peak-RSS measurement (Linux: clear_refs 5 resets VmHWM); else a no-op."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_rss_mib() -> float:
-    """Peak resident memory since the last reset (VmHWM), else since the process started."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def scale_case(n: int, d: int, k: int, shards: int, workers: int, refresh: int, check_n: int,
                seed: int, tmp: str | None) -> None:
     """Sharded pursuit over a float16 file of n x d rows, mapped per task."""
@@ -223,7 +205,7 @@ def scale_case(n: int, d: int, k: int, shards: int, workers: int, refresh: int, 
         target = write_atoms(path, n, d, seed)
         size = path.stat().st_size / 2**20
         print(f"\n== scale: n={n} d={d} k={k}, float16 file {size:.0f} MiB written in "
-              f"{time.perf_counter() - t0:.1f} s; peak RSS so far {_peak_rss_mib():.0f} MiB")
+              f"{time.perf_counter() - t0:.1f} s; peak RSS so far {peak_rss_mib():.0f} MiB")
         atoms = [MappedRows(str(path))]
         options = {"shards": shards, "refresh": refresh}
         pursuit(np.load(path, mmap_mode="r")[:300], target, 5)  # warm-up: JIT compile here
@@ -234,15 +216,15 @@ def scale_case(n: int, d: int, k: int, shards: int, workers: int, refresh: int, 
                               dashboard_address=None) as cluster, Client(cluster) as client:
                 client.run(pursuit, np.ones((300, 4), np.float16) + np.eye(300, 4,
                            dtype=np.float16), np.ones(4), 2)  # warm-up in the workers
-                client.run(_reset_peak_rss)
-                _reset_peak_rss()
+                client.run(reset_peak_rss)
+                reset_peak_rss()
                 t0 = time.perf_counter()
                 result = sharded_pursuit(atoms, target, k, scheduler=client, **options)
                 wall = time.perf_counter() - t0
-                worker_rss = client.run(_peak_rss_mib)
+                worker_rss = client.run(peak_rss_mib)
             where = f"Dask LocalCluster, {workers} single-threaded worker processes"
         else:
-            _reset_peak_rss()
+            reset_peak_rss()
             t0 = time.perf_counter()
             result = sharded_pursuit(atoms, target, k, **options)
             wall = time.perf_counter() - t0
@@ -253,7 +235,7 @@ def scale_case(n: int, d: int, k: int, shards: int, workers: int, refresh: int, 
               f"{len(result.indices)} picks, {result.passes} passes, rel.residual "
               f"{result.residual_norms[-1] / b_norm:.4f}")
         rss = "  ".join(f"worker {i}: {v:.0f}" for i, v in enumerate(worker_rss.values()))
-        print(f"peak RSS during the pursuit (MiB): this process {_peak_rss_mib():.0f}  {rss}   "
+        print(f"peak RSS during the pursuit (MiB): this process {peak_rss_mib():.0f}  {rss}   "
               f"(file {size:.0f} MiB)")
         # Sharding splits the passes only: on a smaller pool it must equal unsharded pursuit;
         # the lazy refresh is compared to the exact rule there too.
