@@ -8,10 +8,11 @@
 Default (quick): case 1 (``--n/--d/--k``, default 20000 x 1024, k=200) and case 2
 (``--n2/--k2``, default 4000 x 1024, k=600: a large budget on a smaller pool). The baseline is
 the same greedy rule (scores in float64 BLAS, argmax, then ``scipy.optimize.nnls`` refit on all
-active atoms plus the new one, from scratch every step), run in this process. The defaults
-were chosen so the baseline finishes well under 60 s per case on a 2-core machine; larger sizes
-run it as is (no extrapolation). Ours is timed after a warm-up call that JIT-compiles the
-kernels. Both must pick the same indices. Case 1 is also run from a float16 memmap (ours only).
+active atoms plus the new one, from scratch every step), run in this process: the reference the
+tests check ``pursuit`` against (``tests/reference.py``). The defaults were chosen so the
+baseline finishes well under 60 s per case on a 2-core machine; larger sizes run it as is (no
+extrapolation). Ours is timed after a warm-up call that JIT-compiles the kernels. Both must
+pick the same indices. Case 1 is also run from a float16 memmap (ours only).
 
 ``--sklearn``: ours in unconstrained mode against ``sklearn.linear_model.orthogonal_mp`` (its
 fastest configuration: float32 Fortran-ordered atoms, ``copy_X=False``; float64 is run too) on
@@ -38,37 +39,11 @@ from pathlib import Path
 
 import numpy as np
 from _common import peak_rss_mib, reset_peak_rss
-from scipy.optimize import nnls
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curation.pursuit import MappedRows, pursuit, sharded_pursuit  # noqa: E402
-
-
-def baseline(atoms: np.ndarray, target: np.ndarray, k: int, tol: float = 1e-6):
-    """Greedy non-negative pursuit refitting with scipy NNLS from scratch each step."""
-    A = atoms.astype(np.float64)
-    b = np.asarray(target, dtype=np.float64)
-    norms = np.linalg.norm(A, axis=1)
-    inv = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-300), 0.0)
-    b_norm = np.linalg.norm(b)
-    active: list[int] = []
-    w = np.zeros(0)
-    r = b.copy()
-    for _ in range(2 * k + 10):
-        if len(active) >= k or np.linalg.norm(r) <= tol * b_norm:
-            break
-        scores = (A @ r) * inv
-        scores[active] = -np.inf
-        j = int(np.argmax(scores))
-        if scores[j] <= tol * b_norm:
-            break
-        cand = active + [j]
-        x, _ = nnls(A[cand].T, b, maxiter=10 * len(cand) + 100)
-        active = [c for c, xi in zip(cand, x, strict=True) if xi > 0]
-        w = x[x > 0]
-        r = b - A[active].T @ w
-    return np.array(active, dtype=np.int64), w, float(np.linalg.norm(r))
+from tests.reference import reference_pursuit  # noqa: E402
 
 
 def make_data(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +66,8 @@ def run_case(n: int, d: int, k: int, seed: int, half: bool) -> None:
     ours = pursuit(atoms, target, k)
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()
-    idx, w, rnorm = baseline(atoms, target, k)
+    ref = reference_pursuit(atoms, target, k)
+    idx, w, rnorm = ref.indices, ref.weights, float(ref.residual_norms[-1])
     t_base = time.perf_counter() - t0
     same = np.array_equal(ours.indices, idx)
     print(f"baseline (scipy nnls from scratch): {t_base:8.2f} s  picks={len(idx)}  "
