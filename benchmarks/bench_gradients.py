@@ -170,13 +170,10 @@ def part_projection(grads: torch.Tensor) -> None:
 _CHILD = """
 import json, sys, threading, time
 import numpy as np
+from _common import proc_status_bytes as status
 from curation.datastore import DatastoreSpec, build_datastore
 from curation.proxy import load_proxy
 
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
 peak_anon = [0]
 done = threading.Event()
 def sample():
@@ -223,13 +220,15 @@ def part_memory(work: Path, sizes: list[int], threads: int) -> None:
     env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                    "NUMBA_NUM_THREADS": str(threads)}
     mib = 2**20
+    here = Path(__file__).resolve().parent
+    # The child imports curation from the repository and _common from this directory.
+    pythonpath = os.pathsep.join([str(here.parent), str(here)])
     for size in sorted(sizes):
         out = work / f"store-{size}"
         result = subprocess.run(
             [sys.executable, "-c", _CHILD, str(work / "proxy"), str(work / "inputs.npy"),
              str(work / "labels.npy"), str(size), str(out)], capture_output=True, text=True,
-            env={**os.environ, **env_threads,
-                 "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, check=False)
+            env={**os.environ, **env_threads, "PYTHONPATH": pythonpath}, check=False)
         if result.returncode != 0:
             raise SystemExit(f"datastore build of {size} examples failed:\n{result.stderr}")
         r = json.loads(result.stdout.strip().splitlines()[-1])

@@ -8,10 +8,11 @@
 Default (quick): case 1 (``--n/--d/--k``, default 20000 x 1024, k=200) and case 2
 (``--n2/--k2``, default 4000 x 1024, k=600: a large budget on a smaller pool). The baseline is
 the same greedy rule (scores in float64 BLAS, argmax, then ``scipy.optimize.nnls`` refit on all
-active atoms plus the new one, from scratch every step), run in this process. The defaults
-were chosen so the baseline finishes well under 60 s per case on a 2-core machine; larger sizes
-run it as is (no extrapolation). Ours is timed after a warm-up call that JIT-compiles the
-kernels. Both must pick the same indices. Case 1 is also run from a float16 memmap (ours only).
+active atoms plus the new one, from scratch every step), run in this process: the reference the
+tests check ``pursuit`` against (``tests/reference.py``). The defaults were chosen so the
+baseline finishes well under 60 s per case on a 2-core machine; larger sizes run it as is (no
+extrapolation). Ours is timed after a warm-up call that JIT-compiles the kernels. Both must
+pick the same indices. Case 1 is also run from a float16 memmap (ours only).
 
 ``--sklearn``: ours in unconstrained mode against ``sklearn.linear_model.orthogonal_mp`` (its
 fastest configuration: float32 Fortran-ordered atoms, ``copy_X=False``; float64 is run too) on
@@ -31,45 +32,18 @@ on the first ``--check-n`` rows the sharded result against unsharded ``pursuit``
 from __future__ import annotations
 
 import argparse
-import contextlib
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import nnls
+from _common import peak_rss_mib, reset_peak_rss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curation.pursuit import MappedRows, pursuit, sharded_pursuit  # noqa: E402
-
-
-def baseline(atoms: np.ndarray, target: np.ndarray, k: int, tol: float = 1e-6):
-    """Greedy non-negative pursuit refitting with scipy NNLS from scratch each step."""
-    A = atoms.astype(np.float64)
-    b = np.asarray(target, dtype=np.float64)
-    norms = np.linalg.norm(A, axis=1)
-    inv = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-300), 0.0)
-    b_norm = np.linalg.norm(b)
-    active: list[int] = []
-    w = np.zeros(0)
-    r = b.copy()
-    for _ in range(2 * k + 10):
-        if len(active) >= k or np.linalg.norm(r) <= tol * b_norm:
-            break
-        scores = (A @ r) * inv
-        scores[active] = -np.inf
-        j = int(np.argmax(scores))
-        if scores[j] <= tol * b_norm:
-            break
-        cand = active + [j]
-        x, _ = nnls(A[cand].T, b, maxiter=10 * len(cand) + 100)
-        active = [c for c, xi in zip(cand, x, strict=True) if xi > 0]
-        w = x[x > 0]
-        r = b - A[active].T @ w
-    return np.array(active, dtype=np.int64), w, float(np.linalg.norm(r))
+from tests.reference import reference_pursuit  # noqa: E402
 
 
 def make_data(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +66,8 @@ def run_case(n: int, d: int, k: int, seed: int, half: bool) -> None:
     ours = pursuit(atoms, target, k)
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()
-    idx, w, rnorm = baseline(atoms, target, k)
+    ref = reference_pursuit(atoms, target, k)
+    idx, w, rnorm = ref.indices, ref.weights, float(ref.residual_norms[-1])
     t_base = time.perf_counter() - t0
     same = np.array_equal(ours.indices, idx)
     print(f"baseline (scipy nnls from scratch): {t_base:8.2f} s  picks={len(idx)}  "
@@ -197,23 +172,6 @@ def write_atoms(path: Path, n: int, d: int, seed: int, chunk: int = 20_000) -> n
     return held.mean(axis=0)
 
 
-def _reset_peak_rss() -> None:
-    """Start a new peak-RSS measurement (Linux: clear_refs 5 resets VmHWM); else a no-op."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_rss_mib() -> float:
-    """Peak resident memory since the last reset (VmHWM), else since the process started."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def scale_case(n: int, d: int, k: int, shards: int, workers: int, refresh: int, check_n: int,
                seed: int, tmp: str | None) -> None:
     """Sharded pursuit over a float16 file of n x d rows, mapped per task."""
@@ -223,7 +181,7 @@ def scale_case(n: int, d: int, k: int, shards: int, workers: int, refresh: int, 
         target = write_atoms(path, n, d, seed)
         size = path.stat().st_size / 2**20
         print(f"\n== scale: n={n} d={d} k={k}, float16 file {size:.0f} MiB written in "
-              f"{time.perf_counter() - t0:.1f} s; peak RSS so far {_peak_rss_mib():.0f} MiB")
+              f"{time.perf_counter() - t0:.1f} s; peak RSS so far {peak_rss_mib():.0f} MiB")
         atoms = [MappedRows(str(path))]
         options = {"shards": shards, "refresh": refresh}
         pursuit(np.load(path, mmap_mode="r")[:300], target, 5)  # warm-up: JIT compile here
@@ -234,15 +192,15 @@ def scale_case(n: int, d: int, k: int, shards: int, workers: int, refresh: int, 
                               dashboard_address=None) as cluster, Client(cluster) as client:
                 client.run(pursuit, np.ones((300, 4), np.float16) + np.eye(300, 4,
                            dtype=np.float16), np.ones(4), 2)  # warm-up in the workers
-                client.run(_reset_peak_rss)
-                _reset_peak_rss()
+                client.run(reset_peak_rss)
+                reset_peak_rss()
                 t0 = time.perf_counter()
                 result = sharded_pursuit(atoms, target, k, scheduler=client, **options)
                 wall = time.perf_counter() - t0
-                worker_rss = client.run(_peak_rss_mib)
+                worker_rss = client.run(peak_rss_mib)
             where = f"Dask LocalCluster, {workers} single-threaded worker processes"
         else:
-            _reset_peak_rss()
+            reset_peak_rss()
             t0 = time.perf_counter()
             result = sharded_pursuit(atoms, target, k, **options)
             wall = time.perf_counter() - t0
@@ -253,7 +211,7 @@ def scale_case(n: int, d: int, k: int, shards: int, workers: int, refresh: int, 
               f"{len(result.indices)} picks, {result.passes} passes, rel.residual "
               f"{result.residual_norms[-1] / b_norm:.4f}")
         rss = "  ".join(f"worker {i}: {v:.0f}" for i, v in enumerate(worker_rss.values()))
-        print(f"peak RSS during the pursuit (MiB): this process {_peak_rss_mib():.0f}  {rss}   "
+        print(f"peak RSS during the pursuit (MiB): this process {peak_rss_mib():.0f}  {rss}   "
               f"(file {size:.0f} MiB)")
         # Sharding splits the passes only: on a smaller pool it must equal unsharded pursuit;
         # the lazy refresh is compared to the exact rule there too.

@@ -108,18 +108,35 @@ def _dot_float(row, r):
     return acc
 
 
+# float32 of a half's bits as ``_half_bits`` writes them, times this, is the half's value.
+_HALF_MAGIC = np.float32(2.0**112)
+
+
+# Inlined into each caller (in Numba's IR), so the conversion loop is compiled with the
+# caller's fastmath flags and, where the caller ignores the returned flag, without its test.
+@numba.njit(cache=True, inline="always")
+def _half_bits(row, bits):
+    """Write float16 bit patterns ``row`` (uint16) into ``bits`` (uint32) as float32 bits of
+    ``value * 2^-112``; True if any of them is inf/nan (which come out finite)."""
+    bad = np.uint32(0)
+    for j in range(row.shape[0]):
+        h = np.uint32(row[j])
+        # An all-ones exponent is inf/nan; the conversion below would make it finite.
+        bad |= np.uint32((h & np.uint32(0x7C00)) == np.uint32(0x7C00))
+        # Sign, exponent and mantissa moved to their float32 places: read as float32 this is
+        # value * 2^-112, exactly, for normal and subnormal halves; * 2^112 after is exact too.
+        bits[j] = ((h & np.uint32(0x8000)) << np.uint32(16)) \
+            | ((h & np.uint32(0x7FFF)) << np.uint32(13))
+    return bad != 0
+
+
 @numba.njit(cache=True, fastmath=True)
 def _dot_half(row, r, bits):
     """``_dot_float`` of a float16 row given as uint16 bit patterns (finite values)."""
     d = row.shape[0]
-    for j in range(d):
-        h = np.uint32(row[j])
-        # Sign, exponent and mantissa moved to their float32 places: read as float32 this is
-        # value * 2^-112, exactly, for normal and subnormal halves; * 2^112 below is exact too.
-        bits[j] = ((h & np.uint32(0x8000)) << np.uint32(16)) \
-            | ((h & np.uint32(0x7FFF)) << np.uint32(13))
+    _half_bits(row, bits)
     scaled = bits.view(np.float32)
-    magic = np.float32(2.0**112)
+    magic = _HALF_MAGIC
     acc = 0.0
     for j in range(d):
         acc += np.float64(scaled[j] * magic) * r[j]
@@ -178,15 +195,9 @@ def _norm_float(row, sq):
 def _norm_half(row, sq, bits):
     """``_norm_float`` of a float16 row given as uint16 bit patterns; nan if any inf/nan."""
     d = row.shape[0]
-    bad = np.uint32(0)
-    for j in range(d):
-        h = np.uint32(row[j])
-        # An all-ones exponent is inf/nan; the conversion below would make it finite.
-        bad |= np.uint32((h & np.uint32(0x7C00)) == np.uint32(0x7C00))
-        bits[j] = ((h & np.uint32(0x8000)) << np.uint32(16)) \
-            | ((h & np.uint32(0x7FFF)) << np.uint32(13))
+    bad = _half_bits(row, bits)
     scaled = bits.view(np.float32)
-    magic = np.float32(2.0**112)
+    magic = _HALF_MAGIC
     acc = 0.0
     for j in range(d):
         v = np.float64(scaled[j] * magic)

@@ -14,13 +14,15 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+# Found next to this script: its directory is sys.path[0] when run as a file.
+from dagster_graphql import free_port, wait_for_asset_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"raw_pool", "gradient_datastore", "scored_subsets", "scored_subset", "dataset_release"}
@@ -41,7 +43,7 @@ def main() -> None:
                      if shutil.which(n)), None)
     if chromium is None:
         sys.exit("ui-check: Chromium not found; install it with `apt-get install -y chromium`")
-    port = args.port or _free_port()
+    port = args.port or free_port()
     dagster = Path(sys.executable).with_name("dagster")
     server = subprocess.Popen(
         [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
@@ -67,30 +69,9 @@ def main() -> None:
             os.killpg(server.pid, signal.SIGKILL)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_for_graph(port: int, timeout: float) -> set[str]:
     """Asset keys served by the webserver, once both code locations have loaded."""
-    deadline = time.monotonic() + timeout
-    keys: set[str] = set()
-    while time.monotonic() < deadline:
-        try:
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/graphql",
-                data=json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode(),
-                headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=10) as response:
-                nodes = json.loads(response.read()).get("data", {}).get("assetNodes") or []
-            keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
-            if keys >= EXPECTED:
-                return keys
-        except OSError:
-            pass
-        time.sleep(1)
+    keys = wait_for_asset_keys(port, timeout, EXPECTED)
     if not keys:
         sys.exit(f"ui-check: dagster dev did not answer on port {port} within {timeout:.0f} s")
     return keys
@@ -102,7 +83,7 @@ def _screenshot(chromium: str, profile: str, url: str, out: Path, timeout: float
     groups, zoom out until every served asset (``keys``) is drawn, save a PNG."""
     from websockets.sync.client import connect
 
-    debug_port = _free_port()
+    debug_port = free_port()
     browser = subprocess.Popen(
         [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
          f"--remote-debugging-port={debug_port}", "about:blank"],

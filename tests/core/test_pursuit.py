@@ -5,52 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.optimize import nnls
 
-from curation.pursuit import PursuitResult, pursuit
-
-
-def _reference_pursuit(atoms: np.ndarray, target: np.ndarray, k: int, *, nonnegative=True,
-                       tol=1e-6, normalize=True) -> PursuitResult:
-    """Same greedy rule; weights refit from scratch each step (scipy NNLS or lstsq)."""
-    A = np.asarray(atoms, dtype=np.float64)
-    b = np.asarray(target, dtype=np.float64).reshape(-1)
-    norms = np.linalg.norm(A, axis=1)
-    scale = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0) if normalize \
-        else (norms > 0).astype(float)
-    b_norm = np.linalg.norm(b)
-    threshold = tol * b_norm * (1.0 if normalize else norms.max())
-    active: list[int] = []
-    picked_score: dict[int, float] = {}
-    picked_rnorm: dict[int, float] = {}
-    w = np.zeros(0)
-    r = b.copy()
-    for _ in range(2 * k + 10):
-        if len(active) >= k or np.linalg.norm(r) <= tol * b_norm:
-            break
-        scores = (A @ r) * scale
-        key = scores.copy() if nonnegative else np.abs(scores)
-        key[active] = -np.inf
-        key[norms == 0] = -np.inf
-        j = int(np.argmax(key))
-        if key[j] <= threshold:
-            break
-        cand = active + [j]
-        if nonnegative:
-            x, _ = nnls(A[cand].T, b)
-        else:
-            x = np.linalg.lstsq(A[cand].T, b, rcond=None)[0]
-        keep = [i for i, xi in enumerate(x) if xi > 0 or not nonnegative]
-        active = [cand[i] for i in keep]
-        w = x[keep]
-        r = b - A[active].T @ w
-        picked_score[j] = float(scores[j])
-        picked_rnorm[j] = float(np.linalg.norm(r))
-    rn = np.array([picked_rnorm[i] for i in active])
-    if len(rn):
-        rn[-1] = np.linalg.norm(r)
-    return PursuitResult(np.array(active, dtype=np.int64), np.asarray(w, dtype=float), rn,
-                         np.array([picked_score[i] for i in active]))
+from curation.pursuit import pursuit
+from tests.reference import reference_pursuit
 
 
 def _case(seed: int):
@@ -69,7 +26,7 @@ def _case(seed: int):
 def test_matches_reference(seed: int, nonnegative: bool) -> None:
     atoms, target, k = _case(seed)
     got = pursuit(atoms, target, k, nonnegative=nonnegative)
-    ref = _reference_pursuit(atoms, target, k, nonnegative=nonnegative)
+    ref = reference_pursuit(atoms, target, k, nonnegative=nonnegative)
     np.testing.assert_array_equal(got.indices, ref.indices)
     np.testing.assert_allclose(got.weights, ref.weights, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(got.residual_norms, ref.residual_norms, rtol=1e-7, atol=1e-9)
@@ -81,7 +38,7 @@ def test_matches_reference_unnormalized() -> None:
     atoms, target, k = _case(123)
     atoms *= np.random.default_rng(1).uniform(0.1, 3.0, size=(len(atoms), 1)).astype(np.float32)
     got = pursuit(atoms, target, k, normalize=False)
-    ref = _reference_pursuit(atoms, target, k, normalize=False)
+    ref = reference_pursuit(atoms, target, k, normalize=False)
     np.testing.assert_array_equal(got.indices, ref.indices)
     np.testing.assert_allclose(got.weights, ref.weights, rtol=1e-7, atol=1e-9)
 
@@ -128,7 +85,7 @@ def test_float16_memmap_and_blocks(tmp_path) -> None:
     got32 = pursuit(atoms16.astype(np.float32), target, 12)
     np.testing.assert_array_equal(got16.indices, got32.indices)
     np.testing.assert_allclose(got16.weights, got32.weights, rtol=1e-9)
-    ref = _reference_pursuit(atoms16, target, 12)
+    ref = reference_pursuit(atoms16, target, 12)
     np.testing.assert_array_equal(got16.indices, ref.indices)
     for kind in (mm, atoms16.astype(np.float32), atoms16.astype(np.float64)):
         whole = pursuit(kind, target, 12, block_rows=10_000)
@@ -218,7 +175,7 @@ def test_residuals_non_increasing_and_weights_nonnegative(seed: int) -> None:
     recon = res.weights @ atoms.astype(np.float32)[res.indices].astype(np.float64)
     np.testing.assert_allclose(np.linalg.norm(target - recon), res.residual_norms[-1],
                                rtol=1e-9)
-    ref = _reference_pursuit(atoms.astype(np.float32), target, 35)
+    ref = reference_pursuit(atoms.astype(np.float32), target, 35)
     np.testing.assert_array_equal(res.indices, ref.indices)
     np.testing.assert_allclose(res.weights, ref.weights, rtol=1e-6, atol=1e-9)
 

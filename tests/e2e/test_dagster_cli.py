@@ -1,17 +1,14 @@
 """Dagster's own entry points against our code location: materialize and the dev server."""
 
-import json
 import os
 import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from scripts.dagster_graphql import free_port, wait_for_asset_keys
 from tests.conftest import REPO, tiny_run_config
 
 BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
@@ -35,38 +32,16 @@ def test_asset_materialize_with_select_strings(home):
         assert "RUN_SUCCESS" in result.stderr + result.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def test_dagster_dev_serves_the_asset_graph_on_loopback(home):
-    port = _free_port()
+    port = free_port()
     # Its own process group, so the webserver and code server stop together.
     process = subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         cwd=REPO, env=_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        keys = None
-        while time.monotonic() < deadline and keys is None:
-            try:
-                data = _graphql(port, "{ assetNodes { assetKey { path } } }")
-                nodes = data.get("data", {}).get("assetNodes") or []
-                keys = {"/".join(n["assetKey"]["path"]) for n in nodes} or None
-            except OSError:
-                time.sleep(1)
-        assert keys is not None, "dagster dev did not answer within 180 s"
+        keys = wait_for_asset_keys(port, 180)
+        assert keys, "dagster dev did not answer within 180 s"
         # Both code locations: the shared graph and the per-config (partitioned) graph.
         assert {"raw_pool", "gradient_datastore", "scored_subsets", "subset_evaluation",
                 "scored_subset", "dataset_release"} <= keys
