@@ -58,17 +58,21 @@ class BenchmarkConfig:
         return "test_perplexity" if self.language_model else "test_accuracy"
 
     def validate(self, pool_size: int, has_target: bool) -> None:
+        self.check_methods()
+        for budget in self.budgets:
+            resolve_budget(budget, pool_size)
+        needy = [m for m in self.methods if "target" in SELECTORS[m].needs]
+        if needy and not has_target:
+            raise CurationError(f"method(s) {needy} need a target set (--target)")
+
+    def check_methods(self) -> None:
+        """The checks that need no data: methods and seeds."""
         unknown = [m for m in self.methods if m not in SELECTORS]
         if unknown or not self.methods:
             raise CurationError(
                 f"unknown method(s) {unknown}; valid methods are {sorted(SELECTORS)}")
         if not self.seeds:
             raise CurationError("at least one seed is needed")
-        for budget in self.budgets:
-            resolve_budget(budget, pool_size)
-        needy = [m for m in self.methods if "target" in SELECTORS[m].needs]
-        if needy and not has_target:
-            raise CurationError(f"method(s) {needy} need a target set (--target)")
         classifier_only = [m for m in self.methods if "proxy" in SELECTORS[m].needs]
         if self.language_model and classifier_only:
             raise CurationError(f"method(s) {classifier_only} need class predictions, which a "

@@ -170,6 +170,14 @@ def benchmark(
 
     lm = _is_lm(proxy)
     with user_errors():
+        methods = methods or ("random,less,gtp" if lm else "random,less,el2n,gtp")
+        config = BenchmarkConfig(
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            budgets=tuple(_parse_floats(budgets, "--budgets")),
+            seeds=tuple(_parse_seed_count(seeds)),
+            settings=_gradient_settings(proxy, checkpoints or (3 if lm else 4), dim),
+            evaluation=EvalConfig(seeds=(0,), use_weights=use_weights))
+        config.check_methods()  # before any file is written
         if scenario is not None:
             if pool or test or target:
                 raise CurationError("give either --scenario or --pool/--test/--target, not both")
@@ -179,13 +187,6 @@ def benchmark(
             pool, test, target = paths.pool, paths.test, paths.target
         elif pool is None or test is None:
             raise CurationError("--pool and --test are required without --scenario")
-        methods = methods or ("random,less,gtp" if lm else "random,less,el2n,gtp")
-        config = BenchmarkConfig(
-            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-            budgets=tuple(_parse_floats(budgets, "--budgets")),
-            seeds=tuple(_parse_seed_count(seeds)),
-            settings=_gradient_settings(proxy, checkpoints or (3 if lm else 4), dim),
-            evaluation=EvalConfig(seeds=(0,), use_weights=use_weights))
         pool_data = load_pool(pool, role="pool", require_label=not lm)
         target_data = load_pool(target, role="target", require_label=not lm) if target else None
         config.validate(len(pool_data), target_data is not None)
