@@ -144,9 +144,9 @@ def lm_texts(pool: Pool) -> tuple[list[str] | None, list[str]]:
     if "prompt" in names and "response" in names:
         prompts = pool.table.column("prompt").to_pylist()
         responses = pool.table.column("response").to_pylist()
-        for column, values in (("prompt", prompts), ("response", responses)):
-            if any(not isinstance(v, str) for v in values):
-                raise CurationError(f"{pool.source}: column {column!r} must be non-null strings")
+        if any(not isinstance(v, str) for v in (*prompts, *responses)):
+            raise CurationError(f"{pool.source}: columns 'prompt' and 'response' must be "
+                                "non-null strings")
         if any(not r for r in responses):
             raise CurationError(f"{pool.source}: column 'response' has empty strings")
         return prompts, responses

@@ -1,7 +1,8 @@
 """Pools, target sets and test splits in the data contract, validated before any work starts.
 
 Contract: ``id`` (unique, non-null string), optional ``label`` (integer >= 0), and exactly one
-input column, ``features`` (fixed-length list of finite floats) or ``text`` (string). Other
+input column, ``features`` (fixed-length list of finite floats) or ``text`` (string); an
+instruction-style pool may have ``prompt`` and ``response`` (strings) instead of ``text``. Other
 columns (``domain``, ``source``, ...) are carried along untouched.
 
 Sources: a Parquet file, a Hugging Face ``datasets`` ``save_to_disk`` directory, or a local
@@ -23,6 +24,8 @@ import pyarrow.parquet as pq
 from curation.errors import CurationError
 
 INPUT_COLUMNS = ("features", "text")
+# Instruction-style pools: no ``text`` column but ``prompt`` and ``response`` (both strings).
+PROMPT_RESPONSE = "prompt+response"
 _DATASETS_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
@@ -60,6 +63,10 @@ class Pool:
 
     @cached_property
     def texts(self) -> list[str]:
+        """The ``text`` column, or each prompt and its response joined by a newline."""
+        if self.input_column == PROMPT_RESPONSE:
+            prompts, responses = (self.table.column(c).to_pylist() for c in ("prompt", "response"))
+            return [f"{p}\n{r}" for p, r in zip(prompts, responses, strict=True)]
         if self.input_column != "text":
             raise CurationError(f"{self.source}: has no 'text' column (input is features)")
         return self.table.column("text").to_pylist()
@@ -98,9 +105,12 @@ def validate_table(table: pa.Table, *, source: str, require_label: bool = True) 
     if "id" not in names:
         raise CurationError(f"{source}: missing required column 'id' (columns: {names})")
     inputs = [c for c in INPUT_COLUMNS if c in names]
+    if not inputs and "prompt" in names and "response" in names:
+        inputs = [PROMPT_RESPONSE]
     if len(inputs) != 1:
         raise CurationError(
-            f"{source}: expected exactly one input column, 'features' or 'text'; found {inputs}"
+            f"{source}: expected exactly one input column, 'features' or 'text' (or 'prompt' "
+            f"and 'response'); found {inputs}"
         )
     _check_ids(table.column("id"), source)
     if "label" in names:
@@ -109,6 +119,9 @@ def validate_table(table: pa.Table, *, source: str, require_label: bool = True) 
         raise CurationError(f"{source}: missing required column 'label' (columns: {names})")
     if inputs[0] == "features":
         _features_matrix(table.column("features"), source)
+    elif inputs[0] == PROMPT_RESPONSE:
+        _check_texts(table.column("prompt"), source, "prompt")
+        _check_texts(table.column("response"), source, "response")
     else:
         _check_texts(table.column("text"), source)
     return Pool(table, source, inputs[0])
@@ -161,11 +174,11 @@ def _check_labels(column: pa.ChunkedArray, source: str) -> None:
         raise CurationError(f"{source}: column 'label' has negative values")
 
 
-def _check_texts(column: pa.ChunkedArray, source: str) -> None:
+def _check_texts(column: pa.ChunkedArray, source: str, name: str = "text") -> None:
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise CurationError(f"{source}: column 'text' must be strings, got {column.type}")
+        raise CurationError(f"{source}: column {name!r} must be strings, got {column.type}")
     if column.null_count:
-        raise CurationError(f"{source}: column 'text' has {column.null_count} null values")
+        raise CurationError(f"{source}: column {name!r} has {column.null_count} null values")
 
 
 def _features_matrix(column: pa.ChunkedArray, source: str = "pool") -> np.ndarray:

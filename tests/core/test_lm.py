@@ -1,6 +1,7 @@
 """The causal-LM proxy: tokenizer, encoding, LoRA per-example gradients, warm-up, stores."""
 
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -207,3 +208,26 @@ def test_spec_errors_name_the_field():
         LMSpec(base_path="/nonexistent/model")
     with pytest.raises(CurationError, match="lora_targets"):
         build_model(LMSpec(lora_targets=("no_such_module",), hidden=32, heads=2, layers=1), 50)
+
+
+def test_an_instruction_pool_trains_and_selects_on_response_tokens(tmp_path, documents, offline):
+    words = [d.split() for d in documents[:40]]
+    table = pa.table({"id": [f"ins-{i}" for i in range(40)],
+                      "prompt": ["continue the post: " + " ".join(w[:8]) for w in words],
+                      "response": [" ".join(w[8:30]) or "nothing" for w in words]})
+    pool = validate_table(table, source="instructions.parquet", require_label=False)
+    assert pool.input_column == "prompt+response" and pool.texts[0].startswith("continue")
+    spec = replace(TINY, max_length=128)  # room for the whole prompt
+    settings = GradientSettings(spec, WarmupConfig(fraction=0.5, epochs=1, checkpoints=1,
+                                                   batch_size=8),
+                                DatastoreSpec(dim=32, batch_size=16))
+    selection, _ = run_selection(pool, pool.take(np.arange(5)), make_selector("gtp"), 4,
+                                 tmp_path, settings)
+    assert len(selection) == 4
+    proxy = load_lm_proxy(next((tmp_path / "proxies").iterdir()))
+    ids, targets = proxy.encode(pool)
+    n_prompt = len(proxy.tokenizer().encode(table.column("prompt")[0].as_py()).ids)
+    assert (targets[0, :n_prompt] == IGNORE).all() and (targets[0, n_prompt] != IGNORE)
+    bad = table.set_column(2, "response", pa.array([None] + ["x"] * 39, pa.string()))
+    with pytest.raises(CurationError, match="instructions.parquet: column 'response' has 1 null"):
+        validate_table(bad, source="instructions.parquet", require_label=False)
