@@ -137,6 +137,22 @@ def _text_scenario(config: ScenarioConfig, rng: np.random.Generator) -> SplitTab
     return SplitTables(*(_text_table(f) for f in (pool, target, test)))
 
 
+def pretraining_corpus(config: ScenarioConfig, size: int, seed: int = 0) -> list[str]:
+    """``size`` 20 Newsgroups training documents outside the scenario's pool and target set:
+    general text to pre-train a small base LM on (the test split is never used)."""
+    if not config.name.endswith("-text"):
+        raise CurationError(f"scenario {config.name!r} has no text to pre-train a language model on")
+    tables = build_scenario(config)
+    used = set(tables.pool.column("id").to_pylist()) | set(tables.target.column("id").to_pylist())
+    train = newsgroups_frame("train")
+    rest = train[~train["id"].isin(used)]
+    if size > len(rest):
+        raise CurationError(f"only {len(rest)} documents are left outside the pool and target set "
+                            f"for pre-training, asked for {size}")
+    order = np.random.default_rng(seed).permutation(len(rest))[:size]
+    return rest["text"].iloc[np.sort(order)].tolist()
+
+
 def _corrupt(pool: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     """Replace a share of ``pool`` by near-duplicates of other rows, then flip some labels."""
     pool = pool.reset_index(drop=True).assign(duplicate_of=None, label_noise=False)

@@ -192,20 +192,15 @@ def encode(tokenizer, texts: Sequence[str], max_length: int,
 def build_model(spec: LMSpec, vocab_size: int, seed: int = 0) -> nn.Module:
     """The base model (random init from ``spec``, or ``spec.base_path``) with LoRA adapters."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
     torch.manual_seed(seed)
     if spec.base_path:
+        # Local files only, and safetensors only: never a download, never a pickle.
         base = AutoModelForCausalLM.from_pretrained(spec.base_path, local_files_only=True,
-                                                    dtype=torch.float32)
+                                                    use_safetensors=True, dtype=torch.float32)
     else:
-        config = LlamaConfig(
-            vocab_size=vocab_size, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
-            num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
-            num_key_value_heads=spec.heads, max_position_embeddings=spec.max_length,
-            bos_token_id=None, eos_token_id=None, pad_token_id=None, use_cache=False,
-            tie_word_embeddings=True, attn_implementation="sdpa")
-        base = LlamaForCausalLM(config)
+        base = LlamaForCausalLM(base_config(spec, vocab_size))
     lora = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0,
                       target_modules=list(spec.lora_targets), bias="none")
     try:
@@ -216,6 +211,89 @@ def build_model(spec: LMSpec, vocab_size: int, seed: int = 0) -> nn.Module:
         for param in model.parameters():
             param.requires_grad_(True)
     return model
+
+
+def base_config(spec: LMSpec, vocab_size: int):
+    """The ``transformers`` config of a random-init base model of ``spec``'s size."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads, max_position_embeddings=spec.max_length,
+        bos_token_id=None, eos_token_id=None, pad_token_id=None, use_cache=False,
+        tie_word_embeddings=True, attn_implementation="sdpa")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pre-training of a base model from scratch on a general corpus (full-model Adam)."""
+
+    epochs: int = 2
+    lr: float = 2e-3
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise CurationError(f"pre-training {name!r} must be positive")
+
+
+def pretrain_base(texts: Sequence[str], out_dir: str | Path, spec: LMSpec = LMSpec(),
+                  config: PretrainConfig = PretrainConfig(), progress: bool = False) -> Path:
+    """Train a tokenizer and a base model of ``spec``'s size on ``texts``; save both under
+    ``out_dir`` as a local model directory (``save_pretrained`` + ``tokenizer.json``) that
+    ``LMSpec(base_path=...)`` opens. Written to a temp directory, then renamed into place."""
+    import shutil
+
+    from tqdm.auto import tqdm
+    from transformers import LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    if not texts:
+        raise CurationError("pre-training needs at least one text")
+    tokenizer = train_tokenizer(texts, spec.vocab_size)
+    ids, targets = encode(tokenizer, texts, spec.max_length)
+    torch.manual_seed(config.seed)
+    model = LlamaForCausalLM(base_config(spec, tokenizer.get_vocab_size()))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    x, y = torch.from_numpy(ids), torch.from_numpy(targets)
+    steps = config.epochs * math.ceil(len(x) / config.batch_size)
+    model.train()
+    with tqdm(total=steps, desc="pre-training base LM", disable=not progress) as bar:
+        for _ in range(config.epochs):
+            for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
+                optimizer.zero_grad()
+                lm_batch_loss(model, x[batch], y[batch]).backward()
+                optimizer.step()
+                bar.update()
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save(str(tmp / "tokenizer.json"))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def cached_base(work_dir: str | Path, texts: Sequence[str], spec: LMSpec = LMSpec(),
+                config: PretrainConfig = PretrainConfig(), progress: bool = False) -> Path:
+    """``pretrain_base`` under ``work_dir/lm-bases/<hash of corpus, size, config>``, reused when
+    the same corpus, model size and config were pre-trained before."""
+    import hashlib
+
+    from curation.lineage import config_hash
+
+    corpus = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+    size = {k: v for k, v in asdict(spec).items() if k not in ("base_path", "train_base")}
+    directory = Path(work_dir) / "lm-bases" / config_hash(
+        {"corpus": corpus, "size": size, "pretrain": asdict(config)})
+    if (directory / "tokenizer.json").exists():
+        return directory
+    return pretrain_base(texts, directory, spec, config, progress)
 
 
 def adapter_names(model: nn.Module) -> list[str]:
