@@ -7,17 +7,20 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from curation.datastore import DatastoreSpec, build_datastore
-from curation.demo_data import newsgroups_frame
+from curation.demo_data import ScenarioConfig, build_scenario, newsgroups_frame, pretraining_corpus
 from curation.errors import CurationError
 from curation.gradients import per_example_gradient_blocks
 from curation.lm import (
     IGNORE,
     LMEvalConfig,
     LMSpec,
+    PretrainConfig,
     adapter_names,
     build_model,
+    cached_base,
     encode,
     finetune_perplexity,
     lm_example_loss,
@@ -231,3 +234,36 @@ def test_an_instruction_pool_trains_and_selects_on_response_tokens(tmp_path, doc
     bad = table.set_column(2, "response", pa.array([None] + ["x"] * 39, pa.string()))
     with pytest.raises(CurationError, match="instructions.parquet: column 'response' has 1 null"):
         validate_table(bad, source="instructions.parquet", require_label=False)
+
+
+def test_a_pretrained_local_base_is_opened_offline_and_only_its_adapters_train(
+        tmp_path, documents, offline):
+    config = PretrainConfig(epochs=1, batch_size=16)
+    base = cached_base(tmp_path, documents[:80], TINY, config)
+    assert (base / "tokenizer.json").exists() and list(base.glob("*.safetensors"))
+    assert cached_base(tmp_path, documents[:80], TINY, config) == base  # reused, not retrained
+    assert not list(base.parent.glob(".*.tmp"))
+    spec = LMSpec(base_path=str(base), max_length=TINY.max_length, lora_rank=4)
+    assert not spec.trains_base
+    pool = _pool(documents[80:110])
+    proxy = warmup_lm(pool, tmp_path / "proxy", spec,
+                      WarmupConfig(fraction=0.5, epochs=1, checkpoints=1, batch_size=8))
+    saved = load_file(proxy.checkpoints[0].model_path)
+    assert saved and all("lora_" in name for name in saved)
+    model = load_lm_proxy(tmp_path / "proxy").load_model(proxy.checkpoints[0])
+    assert model.get_input_embeddings().weight.shape[0] == 300  # the base's own vocabulary
+    ids, targets = proxy.encode(pool)
+    store = build_datastore(proxy, ids, targets, pool.ids, tmp_path / "store",
+                            DatastoreSpec(dim=16, batch_size=8))
+    assert store.manifest["shape"] == [30, 1, 16]
+
+
+def test_the_pretraining_corpus_leaves_out_pool_and_target():
+    scenario = ScenarioConfig("targeted-text", pool_size=300, target_size=20)
+    tables = build_scenario(scenario)
+    corpus = pretraining_corpus(scenario, 500)
+    assert len(corpus) == 500 and corpus == pretraining_corpus(scenario, 500)
+    assert not set(corpus) & set(tables.pool.column("text").to_pylist())
+    assert not set(corpus) & set(tables.target.column("text").to_pylist())
+    with pytest.raises(CurationError, match="no text"):
+        pretraining_corpus(ScenarioConfig("digits"), 10)

@@ -13,7 +13,7 @@ def test_causal_lm_benchmark_scores_subsets_by_held_out_perplexity(home):
     out = home / "lm-bench"
     result = run("benchmark", "--scenario", "targeted-text", "--proxy", "causal-lm",
                  "--pool-size", "60", "--test-size", "20", "--budgets", "0.1", "--seeds", "1",
-                 "--dim", "64", "--out", out, env_home=home)
+                 "--dim", "64", "--pretrain-docs", "100", "--out", out, env_home=home)
     assert result.returncode == 0, result.stderr
     records = json.loads((out / "results.json").read_text())
     assert {r["method"] for r in records} == {"full", "random", "less", "gtp"}
@@ -24,6 +24,8 @@ def test_causal_lm_benchmark_scores_subsets_by_held_out_perplexity(home):
     summary = (out / "summary.md").read_text()
     assert "Test perplexity (lower is better)" in summary and "gtp" in summary
     assert (out / "plot.png").stat().st_size > 1000
+    bases = list((home / "curation_home" / "work" / "lm-bases").iterdir())
+    assert len(bases) == 1 and (bases[0] / "tokenizer.json").exists()
 
 
 def test_causal_lm_select_writes_a_selection_with_lora_lineage(home):
@@ -48,3 +50,6 @@ def test_causal_lm_refuses_classifier_only_methods(home):
     assert result.returncode == 2
     assert "['el2n'] need class predictions" in result.stderr
     assert not (home / "b").exists()
+    wrong = run("select", "--pool", home / "p.parquet", "--method", "random", "--budget", "3",
+                "--lm-base", home, "--out", home / "s.parquet", env_home=home)
+    assert wrong.returncode == 2 and "--lm-base needs --proxy causal-lm" in wrong.stderr
