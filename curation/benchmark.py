@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
@@ -90,7 +91,7 @@ def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: Benchmark
     work_dir = Path(work_dir)
     evaluate = (_lm_evaluator(pool, test, config, work_dir, progress) if config.language_model
                 else _classifier_evaluator(pool, test, target, config, work_dir, progress))
-    extra = _pool_flags(pool)
+    extra = _pool_flags(pool, target)
     grid = list(itertools.product(config.seeds, config.methods, config.budgets))
     records = []
     bar = tqdm(total=len(grid) + len(config.seeds), desc="benchmark", disable=not progress)
@@ -200,10 +201,15 @@ def _redundancy(pool: Pool, rows: np.ndarray) -> dict[str, int]:
     return {"n_redundant": len(rows) - len(groups)}
 
 
-def _pool_flags(pool: Pool) -> dict[str, np.ndarray]:
-    """Per-row flags worth counting in a selection (noisy-text scenario columns)."""
+def _pool_flags(pool: Pool, target: Pool | None = None) -> dict[str, np.ndarray]:
+    """Per-row flags worth counting in a selection: rows in the target's domain(s) when pool
+    and target have a ``domain`` column, and the noisy-text scenario's columns."""
     names = pool.table.column_names
     flags = {}
+    if target is not None and "domain" in names and "domain" in target.table.column_names:
+        domains = pa.array(sorted(set(target.table.column("domain").to_pylist()) - {None}))
+        flags["n_target_domain"] = pc.is_in(pool.table.column("domain"), domains).to_numpy(
+            zero_copy_only=False).astype(bool)
     if "duplicate_of" in names:
         flags["n_duplicates"] = pc.is_valid(pool.table.column("duplicate_of")).to_numpy()
     if "label_noise" in names:

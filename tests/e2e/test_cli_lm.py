@@ -21,6 +21,8 @@ def test_causal_lm_benchmark_scores_subsets_by_held_out_perplexity(home):
         assert record["test_perplexity"] > 1 and "test_accuracy" not in record
         assert abs(record["test_loss"] - math.log(record["test_perplexity"])) < 1e-6
     assert {r["n_selected"] for r in records if r["method"] != "full"} == {6}
+    # The scenario's target is the sci domain: every subset counts its sci documents.
+    assert all(0 <= r["n_target_domain"] <= 6 for r in records if r["method"] != "full")
     summary = (out / "summary.md").read_text()
     assert "Test perplexity (lower is better)" in summary and "gtp" in summary
     assert (out / "plot.png").stat().st_size > 1000
