@@ -72,26 +72,29 @@ def select(
     from curation.io import write_json, write_parquet
     from curation.pool import load_pool
     from curation.selectors import SELECTORS, make_selector, resolve_budget
-    from curation.workflow import run_selection
+    from curation.workflow import lm_settings, run_selection
 
+    lm = _is_lm(proxy)
+    work = work_dir or default_home() / "work"
     with user_errors():
         if out.suffix != ".parquet":
             raise CurationError(f"--out must be a .parquet path, got {out}")
         params = {"seed": seed} if method == "random" else {}
         selector = make_selector(method, **params)
-        if lm_base is not None and not _is_lm(proxy):
+        if lm_base is not None and not lm:
             raise CurationError("--lm-base needs --proxy causal-lm")
-        settings = _gradient_settings(proxy, checkpoints, dim, seed, lm_base)
-        pool_data = load_pool(pool, role="pool", require_label=not _is_lm(proxy))
+        pool_data = load_pool(pool, role="pool", require_label=not lm)
         resolve_budget(budget, len(pool_data))
         target_data = None
         if target is not None:
-            target_data = load_pool(target, role="target", require_label=not _is_lm(proxy))
+            target_data = load_pool(target, role="target", require_label=not lm)
         elif "target" in SELECTORS[method].needs:
             raise CurationError(f"selector {method!r} needs --target")
-        selection, lineage = run_selection(pool_data, target_data, selector, budget,
-                                           work_dir or default_home() / "work", settings,
-                                           progress=True)
+        settings = (lm_settings(work, pool_data, target_data, checkpoints=checkpoints, dim=dim,
+                                seed=seed, base=lm_base) if lm
+                    else _classifier_settings(proxy, checkpoints, dim, seed))
+        selection, lineage = run_selection(pool_data, target_data, selector, budget, work,
+                                           settings, progress=True)
         lineage_path = out.with_suffix(".lineage.json")
         write_json(lineage_path, lineage)
         write_parquet(out, selection.to_table())
@@ -180,9 +183,11 @@ def benchmark(
     from dataclasses import replace
 
     from curation.benchmark import BenchmarkConfig, run_benchmark, write_report
-    from curation.demo_data import ScenarioConfig, pretraining_corpus, write_scenario
+    from curation.demo_data import ScenarioConfig, write_scenario
     from curation.evaluate import EvalConfig
+    from curation.lm import LMSpec
     from curation.pool import load_pool
+    from curation.workflow import GradientSettings, lm_settings
 
     lm = _is_lm(proxy)
     work = work_dir or default_home() / "work"
@@ -192,7 +197,9 @@ def benchmark(
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
             budgets=tuple(_parse_floats(budgets, "--budgets")),
             seeds=tuple(_parse_seed_count(seeds)),
-            settings=_gradient_settings(proxy, checkpoints or (3 if lm else 4), dim),
+            # causal-lm: the real settings need the pool (its pre-trained base); see below.
+            settings=GradientSettings(LMSpec()) if lm else _classifier_settings(
+                proxy, checkpoints or 4, dim),
             evaluation=EvalConfig(seeds=(0,), use_weights=use_weights))
         config.check_methods()  # before any file is written
         if scenario is not None:
@@ -202,20 +209,17 @@ def benchmark(
                      "test_size": (400 if lm else 0) if test_size is None else test_size}
             paths = write_scenario(ScenarioConfig(scenario, **sizes), out / "data")
             pool, test, target = paths.pool, paths.test, paths.target
-            if lm and lm_base is None and pretrain_docs > 0:
-                from curation.lm import LMSpec, cached_base
-
-                corpus = pretraining_corpus(ScenarioConfig(scenario, **sizes), pretrain_docs)
-                lm_base = cached_base(work, corpus, LMSpec(), progress=True)
         elif pool is None or test is None:
             raise CurationError("--pool and --test are required without --scenario")
+        pool_data = load_pool(pool, role="pool", require_label=not lm)
+        target_data = load_pool(target, role="target", require_label=not lm) if target else None
         if lm:
             # Fine-tuning only LoRA adapters of a small base moved held-out perplexity by <1%
             # for any subset (docs/architecture.md): the benchmark trains the whole model.
-            config = replace(config, settings=_gradient_settings(
-                proxy, checkpoints or 3, dim, lm_base=lm_base, train_base=True))
-        pool_data = load_pool(pool, role="pool", require_label=not lm)
-        target_data = load_pool(target, role="target", require_label=not lm) if target else None
+            config = replace(config, settings=lm_settings(
+                work, pool_data, target_data, checkpoints=checkpoints or 3, dim=dim, base=lm_base,
+                pretrain_docs=pretrain_docs if scenario is not None and lm_base is None else 0,
+                train_base=True, progress=True))
         config.validate(len(pool_data), target_data is not None)
         records = run_benchmark(pool_data, load_pool(test, role="test", require_label=not lm),
                                 target_data, config, work)
@@ -303,25 +307,14 @@ def _is_lm(proxy: str) -> bool:
     return proxy == "causal-lm"
 
 
-def _gradient_settings(proxy: str, checkpoints: int, dim: int, seed: int = 0,
-                       lm_base: Path | None = None, train_base: bool | None = None):
-    """Proxy, warm-up and datastore settings for a proxy kind given on the command line."""
-    from dataclasses import replace
-
+def _classifier_settings(proxy: str, checkpoints: int, dim: int, seed: int = 0):
+    """Proxy, warm-up and datastore settings of a classifier proxy kind (linear, mlp)."""
     from curation.datastore import DatastoreSpec
-    from curation.lm import LM_WARMUP, LMSpec
     from curation.proxy import ProxySpec, WarmupConfig
     from curation.workflow import GradientSettings
 
-    epochs = max(4, checkpoints)
-    if _is_lm(proxy):
-        # Per-example LM gradients hold (batch, tokens, vocab) logits: smaller batches.
-        spec = LMSpec(base_path=str(lm_base or ""), train_base=train_base)
-        return GradientSettings(
-            spec, replace(LM_WARMUP, epochs=max(3, checkpoints), checkpoints=checkpoints,
-                              seed=seed), DatastoreSpec(dim=dim, seed=seed, batch_size=32))
-    return GradientSettings(ProxySpec(proxy), WarmupConfig(epochs=epochs, checkpoints=checkpoints,
-                                                           seed=seed),
+    return GradientSettings(ProxySpec(proxy), WarmupConfig(epochs=max(4, checkpoints),
+                                                           checkpoints=checkpoints, seed=seed),
                             DatastoreSpec(dim=dim, seed=seed))
 
 

@@ -20,6 +20,7 @@ Scenarios:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -137,18 +138,15 @@ def _text_scenario(config: ScenarioConfig, rng: np.random.Generator) -> SplitTab
     return SplitTables(*(_text_table(f) for f in (pool, target, test)))
 
 
-def pretraining_corpus(config: ScenarioConfig, size: int, seed: int = 0) -> list[str]:
-    """``size`` 20 Newsgroups training documents outside the scenario's pool and target set:
-    general text to pre-train a small base LM on (the test split is never used)."""
-    if not config.name.endswith("-text"):
-        raise CurationError(f"scenario {config.name!r} has no text to pre-train a language model on")
-    tables = build_scenario(config)
-    used = set(tables.pool.column("id").to_pylist()) | set(tables.target.column("id").to_pylist())
+def pretraining_corpus(size: int, exclude_ids: Collection[str] = (), seed: int = 0) -> list[str]:
+    """``size`` 20 Newsgroups training documents whose ids are not in ``exclude_ids`` (a
+    scenario's pool and target set): general text to pre-train a small base LM on. The test
+    split is never used."""
     train = newsgroups_frame("train")
-    rest = train[~train["id"].isin(used)]
-    if size > len(rest):
-        raise CurationError(f"only {len(rest)} documents are left outside the pool and target set "
-                            f"for pre-training, asked for {size}")
+    rest = train[~train["id"].isin(set(exclude_ids))]
+    if not 0 < size <= len(rest):
+        raise CurationError(f"pre-training corpus size must be in 1..{len(rest)} (20 Newsgroups "
+                            f"training documents outside the pool and target), got {size}")
     order = np.random.default_rng(seed).permutation(len(rest))[:size]
     return rest["text"].iloc[np.sort(order)].tolist()
 

@@ -39,7 +39,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -197,8 +198,9 @@ def build_model(spec: LMSpec, vocab_size: int, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     if spec.base_path:
         # Local files only, and safetensors only: never a download, never a pickle.
-        base = AutoModelForCausalLM.from_pretrained(spec.base_path, local_files_only=True,
-                                                    use_safetensors=True, dtype=torch.float32)
+        with _quiet_transformers():
+            base = AutoModelForCausalLM.from_pretrained(spec.base_path, local_files_only=True,
+                                                        use_safetensors=True, dtype=torch.float32)
     else:
         base = LlamaForCausalLM(base_config(spec, vocab_size))
     lora = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0,
@@ -271,7 +273,8 @@ def pretrain_base(texts: Sequence[str], out_dir: str | Path, spec: LMSpec = LMSp
                 bar.update()
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    with _quiet_transformers():
+        model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save(str(tmp / "tokenizer.json"))
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -294,6 +297,20 @@ def cached_base(work_dir: str | Path, texts: Sequence[str], spec: LMSpec = LMSpe
     if (directory / "tokenizer.json").exists():
         return directory
     return pretrain_base(texts, directory, spec, config, progress)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No per-tensor progress bars: a proxy loads its base once per checkpoint."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def adapter_names(model: nn.Module) -> list[str]:

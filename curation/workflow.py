@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from curation.datastore import DatastoreSpec, GradientStore, build_datastore, open_datastore
+from curation.demo_data import pretraining_corpus
 from curation.embed import input_matrix
 from curation.errors import CurationError
 from curation.lineage import config_hash
-from curation.lm import LMProxy, LMSpec, load_lm_proxy, warmup_lm
+from curation.lm import LM_WARMUP, LMProxy, LMSpec, cached_base, load_lm_proxy, warmup_lm
 from curation.pool import Pool
 from curation.proxy import (
     Proxy,
@@ -93,6 +94,24 @@ def proxy_inputs(pool: Pool, target: Pool | None, work_dir: Path, settings: Grad
             )
         splits["target"] = (target_x, target.labels)
     return proxy, splits
+
+
+def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints: int = 3,
+                dim: int = 1024, seed: int = 0, base: str | Path | None = None,
+                pretrain_docs: int = 0, train_base: bool | None = None,
+                progress: bool = False) -> GradientSettings:
+    """Settings of a causal-LM proxy: on ``base`` (a local model directory), else on a base
+    pre-trained here on ``pretrain_docs`` 20 Newsgroups documents outside the pool and target
+    (cached), else (``pretrain_docs=0``) on a random-init base."""
+    if base is None and pretrain_docs > 0:
+        exclude = [*pool.ids, *(target.ids if target is not None else [])]
+        base = cached_base(work_dir, pretraining_corpus(pretrain_docs, exclude), LMSpec(),
+                           progress=progress)
+    spec = LMSpec(base_path=str(base or ""), train_base=train_base)
+    # Per-example LM gradients hold (batch, tokens, vocab) logits: smaller batches.
+    return GradientSettings(
+        spec, replace(LM_WARMUP, epochs=max(3, checkpoints), checkpoints=checkpoints, seed=seed),
+        DatastoreSpec(dim=dim, seed=seed, batch_size=32))
 
 
 def cached_store(work_dir: Path, proxy: Proxy | LMProxy, inputs: np.ndarray, labels: np.ndarray,

@@ -259,11 +259,11 @@ def test_a_pretrained_local_base_is_opened_offline_and_only_its_adapters_train(
 
 
 def test_the_pretraining_corpus_leaves_out_pool_and_target():
-    scenario = ScenarioConfig("targeted-text", pool_size=300, target_size=20)
-    tables = build_scenario(scenario)
-    corpus = pretraining_corpus(scenario, 500)
-    assert len(corpus) == 500 and corpus == pretraining_corpus(scenario, 500)
+    tables = build_scenario(ScenarioConfig("targeted-text", pool_size=300, target_size=20))
+    used = [*tables.pool.column("id").to_pylist(), *tables.target.column("id").to_pylist()]
+    corpus = pretraining_corpus(500, used)
+    assert len(corpus) == 500 and corpus == pretraining_corpus(500, used)
     assert not set(corpus) & set(tables.pool.column("text").to_pylist())
     assert not set(corpus) & set(tables.target.column("text").to_pylist())
-    with pytest.raises(CurationError, match="no text"):
-        pretraining_corpus(ScenarioConfig("digits"), 10)
+    with pytest.raises(CurationError, match="size must be in 1..10973"):
+        pretraining_corpus(20_000, used)
