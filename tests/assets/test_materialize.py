@@ -78,3 +78,21 @@ def test_selector_missing_its_store_fails_clearly(home):
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "no 'adam' gradient store" in str(failure.step_failure_data.error)
+
+
+def test_benchmark_report_with_a_causal_lm_proxy_reports_perplexity(home):
+    config = tiny_run_config("targeted-text")
+    config["ops"]["splits"]["config"].update(pool_size=80, target_size=8, test_size=20)
+    config["ops"]["benchmark_report"]["config"].update(proxy="causal-lm", pretrain_docs=100)
+    selection = dg.AssetSelection.assets("benchmark_report").upstream(depth=1) | \
+        dg.AssetSelection.assets("benchmark_report")
+    config["ops"] = {k: v for k, v in config["ops"].items() if k in ("splits", "benchmark_report")}
+    result = _materialize(home, config, selection=selection)
+    assert result.success
+    report = next(e.step_materialization_data.materialization.metadata
+                  for e in result.get_asset_materialization_events()
+                  if e.asset_key.to_user_string() == "benchmark_report")
+    assert "| method" in report["perplexity"].value and "accuracy" not in report
+    records = json.loads(Path(report["results"].value).read_text())
+    assert {r["method"] for r in records} == {"full", "random", "gtp"}
+    assert all(r["test_perplexity"] > 1 for r in records)
