@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export CURATION_HOME ?= $(CURDIR)/.curation
 
-.PHONY: install demo test lint ui ui-check materialize bench bench-quality clean
+.PHONY: install demo test lint ui ui-check materialize bench bench-quality bench-lm clean
 
 install: $(STAMP)
 
@@ -67,6 +67,11 @@ bench-quality: install
 	$(BIN)/curation benchmark --scenario noisy-text --out $(QUALITY)/noisy-text
 	$(BIN)/curation benchmark --scenario images --out $(QUALITY)/images
 	$(BIN)/python benchmarks/quality_report.py $(QUALITY)
+
+# The causal-LM path (LoRA gradients, held-out perplexity): about 15 min on 2 cores.
+bench-lm: install
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/curation benchmark --scenario targeted-text --proxy causal-lm \
+		--out $(QUALITY)/causal-lm
 
 clean:
 	rm -rf $(VENV) .curation .dagster_home
