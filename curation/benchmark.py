@@ -24,7 +24,7 @@ from curation.errors import CurationError
 from curation.evaluate import EvalConfig, evaluate_subset
 from curation.io import write_atomic, write_json
 from curation.lineage import config_hash
-from curation.lm import LMEvalConfig, LMSpec, finetune_perplexity
+from curation.lm import LMEvalConfig, LMSpec, finetune_perplexity, token_loss
 from curation.pool import Pool
 from curation.report import accuracy_plot, accuracy_table
 from curation.selectors import SELECTORS, make_selector, resolve_budget
@@ -86,7 +86,8 @@ Evaluator = Callable[[GradientSettings, np.ndarray, np.ndarray | None, int], dic
 
 def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: BenchmarkConfig,
                   work_dir: str | Path, progress: bool = True) -> list[dict]:
-    """Run the grid and return one record per (method, budget, seed) plus ``full`` per seed."""
+    """Run the grid and return one record per (method, budget, seed) plus ``full`` per seed
+    (and, for a causal LM, ``warmup``: the warmed-up model without fine-tuning, budget 0)."""
     config.validate(len(pool), target is not None)
     work_dir = Path(work_dir)
     evaluate = (_lm_evaluator(pool, test, config, work_dir, progress) if config.language_model
@@ -100,6 +101,9 @@ def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: Benchmark
         full = evaluate(settings, np.arange(len(pool)), None, seed)
         records.append({"method": "full", "budget": 1.0, "seed": seed, "n_selected": len(pool),
                         **full})
+        if config.language_model:  # the starting point every fine-tuning run departs from
+            records.append({"method": "warmup", "budget": 0.0, "seed": seed, "n_selected": 0,
+                            **evaluate(settings, np.arange(0), None, seed)})
         bar.update()
         for method, budget in ((m, b) for s, m, b in grid if s == seed):
             options = dict(config.selector_options.get(method, {}))
@@ -150,6 +154,10 @@ def _lm_evaluator(pool: Pool, test: Pool, config: BenchmarkConfig, work_dir: Pat
         if proxy.directory not in encoded:
             encoded[proxy.directory] = (*proxy.encode(pool), *proxy.encode(test))
         ids, targets, test_ids, test_targets = encoded[proxy.directory]
+        if len(rows) == 0:  # the warmed-up model as it is, without fine-tuning
+            loss = token_loss(proxy.load_model(proxy.checkpoints[-1]), test_ids, test_targets,
+                              config.lm_evaluation.eval_batch_size)
+            return {"test_loss": loss, "test_perplexity": float(np.exp(loss))}
         use = weights if config.evaluation.use_weights else None
         result = finetune_perplexity(proxy, ids[rows], targets[rows], test_ids, test_targets,
                                      config.lm_evaluation, seed, use)

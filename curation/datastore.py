@@ -392,6 +392,8 @@ class _FeatureComputer:
                 for c, model in enumerate(self.models):
                     blocks = per_example_gradient_blocks(model, self.names, x, y,
                                                          self.example_loss)
+                    # A proxy may compute on a GPU; features and projections are CPU work.
+                    blocks = [b.cpu() for b in blocks]
                     if self.moments:
                         blocks = [adam_features(g, m, v, self.betas, self.eps)
                                   for g, (m, v) in zip(blocks, self.moments[c], strict=True)]

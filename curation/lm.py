@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -62,6 +63,20 @@ warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprec
                         category=FutureWarning)
 
 LM_KIND = "causal-lm"
+
+
+def lm_device() -> torch.device:
+    """Where LM work runs: ``$CURATION_DEVICE`` if set, else CUDA when available, else CPU.
+    Only tensors move; files and features are the same bytes on any device."""
+    name = os.environ.get("CURATION_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CurationError(f"CURATION_DEVICE={name!r} is not a torch device (cpu, cuda, "
+                            "cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CurationError(f"CURATION_DEVICE={name!r} but this torch build sees no CUDA device")
+    return device
 IGNORE = -100
 PAD, EOS = "<pad>", "<eos>"
 
@@ -258,7 +273,8 @@ def pretrain_base(texts: Sequence[str], out_dir: str | Path, spec: LMSpec = LMSp
     tokenizer = train_tokenizer(texts, spec.vocab_size)
     ids, targets = encode(tokenizer, texts, spec.max_length)
     torch.manual_seed(config.seed)
-    model = LlamaForCausalLM(base_config(spec, tokenizer.get_vocab_size()))
+    device = lm_device()
+    model = LlamaForCausalLM(base_config(spec, tokenizer.get_vocab_size())).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     x, y = torch.from_numpy(ids), torch.from_numpy(targets)
@@ -268,7 +284,7 @@ def pretrain_base(texts: Sequence[str], out_dir: str | Path, spec: LMSpec = LMSp
         for _ in range(config.epochs):
             for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
                 optimizer.zero_grad()
-                lm_batch_loss(model, x[batch], y[batch]).backward()
+                lm_batch_loss(model, x[batch].to(device), y[batch].to(device)).backward()
                 optimizer.step()
                 bar.update()
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
@@ -318,7 +334,7 @@ def adapter_names(model: nn.Module) -> list[str]:
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters()
+    return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters()
             if p.requires_grad}
 
 
@@ -380,7 +396,7 @@ class LMProxy:
             _load_into(model, load_file(self.base_weights), self.base_weights)
         if checkpoint is not None:
             _load_into(model, load_file(checkpoint.model_path), checkpoint.model_path)
-        return model.eval()
+        return model.to(lm_device()).eval()
 
     def load_moments(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
         return load_file(checkpoint.optimizer_path)
@@ -407,8 +423,9 @@ class LMProxy:
 
     @staticmethod
     def batch(inputs: np.ndarray, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.from_numpy(np.asarray(inputs, dtype=np.int64)),
-                torch.from_numpy(np.asarray(targets, dtype=np.int64)))
+        device = lm_device()
+        return (torch.from_numpy(np.asarray(inputs, dtype=np.int64)).to(device),
+                torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(device))
 
     def save(self) -> Path:
         record = {
@@ -484,6 +501,8 @@ def warmup_lm(pool: Pool, out_dir: str | Path, spec: LMSpec = LMSpec(),
         with atomic_path(base) as tmp:
             save_file(state, str(tmp))
         base_sha = sha256_file(base)
+    device = lm_device()
+    model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     betas = (0.9, 0.999)
     optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=betas,
@@ -493,14 +512,13 @@ def warmup_lm(pool: Pool, out_dir: str | Path, spec: LMSpec = LMSpec(),
     checkpoints: list[Checkpoint] = []
     if config.initial_checkpoint:
         checkpoints.append(_save_checkpoint(model, optimizer, out_dir, 0, 0, config.lr))
-    model.train()
     step = 0
     steps = config.epochs * math.ceil(len(x) / config.batch_size)
     with tqdm(total=steps, desc="warm-up (causal-lm)", disable=not progress) as bar:
         for epoch in range(1, config.epochs + 1):
             for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
                 optimizer.zero_grad()
-                lm_batch_loss(model, x[batch], y[batch]).backward()
+                lm_batch_loss(model, x[batch].to(device), y[batch].to(device)).backward()
                 optimizer.step()
                 step += 1
                 bar.update()
@@ -522,7 +540,7 @@ def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Adam, out_dir: Pat
         # Before the first step Adam has no state yet: its moments are zero.
         slot = optimizer.state[param]
         for key in ("exp_avg", "exp_avg_sq"):
-            moments[f"{key}.{name}"] = slot.get(key, torch.zeros_like(param)).detach().clone()
+            moments[f"{key}.{name}"] = slot.get(key, torch.zeros_like(param)).detach().cpu().clone()
     model_path = out_dir / f"checkpoint-{epoch:03d}.safetensors"
     optimizer_path = out_dir / f"optimizer-{epoch:03d}.safetensors"
     with atomic_path(model_path) as tmp:
@@ -563,11 +581,12 @@ def token_loss(model: nn.Module, ids: np.ndarray, targets: np.ndarray,
                batch_size: int = 32) -> float:
     """Mean next-token loss over every target token of ``ids`` (token-weighted)."""
     total, count = 0.0, 0
+    device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
         for start in range(0, len(ids), batch_size):
-            x = torch.from_numpy(ids[start:start + batch_size])
-            y = torch.from_numpy(targets[start:start + batch_size])
+            x = torch.from_numpy(ids[start:start + batch_size]).to(device)
+            y = torch.from_numpy(targets[start:start + batch_size]).to(device)
             total += float(lm_batch_loss(model, x, y, reduction="sum"))
             count += int((y[:, 1:] != IGNORE).sum())
     if count == 0:
@@ -590,11 +609,14 @@ def finetune_perplexity(proxy: LMProxy, ids: np.ndarray, targets: np.ndarray,
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     generator = torch.Generator().manual_seed(seed)
-    x, y = torch.from_numpy(ids), torch.from_numpy(targets)
-    w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32))
+    device = next(model.parameters()).device
+    x, y = torch.from_numpy(ids).to(device), torch.from_numpy(targets).to(device)
+    w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32),
+                                                     device=device)
     model.train()
     for _ in range(config.epochs):
         for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
+            batch = batch.to(device)
             optimizer.zero_grad()
             if w is None:
                 loss = lm_batch_loss(model, x[batch], y[batch])

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+# Reference rows drawn as horizontal lines: (line style, legend label).
+_REFERENCES = {"full": ("--", "full pool"), "warmup": (":", "warm-up only, no fine-tuning")}
+
 
 def summarize(records: Sequence[dict], metric: str = "test_accuracy") -> pd.DataFrame:
     """Mean, std and count of ``metric`` per (method, budget)."""
@@ -20,7 +23,7 @@ def accuracy_table(records: Sequence[dict], metric: str = "test_accuracy") -> st
     summary["cell"] = [f"{m:.3f} ± {s:.3f}" if c > 1 else f"{m:.3f}"
                        for m, s, c in zip(summary["mean"], summary["std"], summary["count"],
                                           strict=True)]
-    methods = sorted(dict.fromkeys(summary["method"]), key=lambda m: m == "full")
+    methods = sorted(dict.fromkeys(summary["method"]), key=lambda m: m in _REFERENCES)
     wide = summary.pivot(index="method", columns="budget", values="cell").reindex(methods)
     wide.columns = [_budget_label(b) for b in wide.columns]
     return wide.fillna("").reset_index().to_markdown(index=False)
@@ -36,8 +39,9 @@ def accuracy_plot(records: Sequence[dict], metric: str = "test_accuracy"):
     summary = summarize(records, metric)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for method, rows in summary.groupby("method", sort=False):
-        if method == "full":
-            ax.axhline(rows["mean"].iloc[0], color="k", linestyle="--", label="full pool")
+        if method in _REFERENCES:
+            ax.axhline(rows["mean"].iloc[0], color="k", linestyle=_REFERENCES[method][0],
+                       label=_REFERENCES[method][1])
             continue
         ax.errorbar(rows["budget"], rows["mean"], yerr=rows["std"], marker="o", capsize=3,
                     label=method)

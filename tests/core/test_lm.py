@@ -23,6 +23,7 @@ from curation.lm import (
     cached_base,
     encode,
     finetune_perplexity,
+    lm_device,
     lm_example_loss,
     load_lm_proxy,
     special_ids,
@@ -202,6 +203,18 @@ def test_selectors_run_unchanged_on_lora_gradient_stores(tmp_path, documents, of
     np.testing.assert_array_equal(again.indices, picked["gtp"])
     with pytest.raises(CurationError, match="class predictions"):
         run_selection(pool, target, make_selector("el2n"), 5, tmp_path, settings)
+
+
+def test_the_device_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CURATION_DEVICE", "cpu")
+    assert lm_device() == torch.device("cpu")
+    monkeypatch.setenv("CURATION_DEVICE", "toaster")
+    with pytest.raises(CurationError, match="CURATION_DEVICE='toaster' is not a torch device"):
+        lm_device()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("CURATION_DEVICE", "cuda")
+        with pytest.raises(CurationError, match="no CUDA device"):
+            lm_device()
 
 
 def test_spec_errors_name_the_field():
