@@ -36,7 +36,6 @@ Evaluation (``finetune_perplexity``)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -53,7 +52,13 @@ from torch import nn
 from curation.errors import CurationError
 from curation.io import atomic_path, sha256_file, write_json
 from curation.pool import Pool
-from curation.proxy import Checkpoint, WarmupConfig, checkpoint_epochs
+from curation.proxy import (
+    Checkpoint,
+    WarmupConfig,
+    checkpoint_epochs,
+    read_proxy_record,
+    save_checkpoint,
+)
 
 # vmap has no batching rule for CPU flash attention and falls back to a loop, with a warning per
 # call; measured, that is still 3x faster than eager attention under vmap, so the warning is noise.
@@ -334,8 +339,8 @@ def adapter_names(model: nn.Module) -> list[str]:
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters()
-            if p.requires_grad}
+    """The parameters that train: what an LM checkpoint stores (the base is stored once)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 def lm_example_loss(output, target: torch.Tensor) -> torch.Tensor:
@@ -440,21 +445,10 @@ class LMProxy:
 def load_lm_proxy(directory: str | Path) -> LMProxy:
     """Open a proxy saved by ``warmup_lm``; weight files are verified by sha256."""
     directory = Path(directory)
-    manifest = directory / "proxy.json"
-    if not manifest.exists():
-        raise CurationError(f"proxy manifest not found: {manifest}")
-    record = json.loads(manifest.read_text())
+    record, checkpoints = read_proxy_record(directory)
     if record.get("spec", {}).get("kind") != LM_KIND:
-        raise CurationError(f"{manifest}: not a {LM_KIND} proxy")
+        raise CurationError(f"{directory / 'proxy.json'}: not a {LM_KIND} proxy")
     spec = LMSpec(**record["spec"])
-    checkpoints = []
-    for c in record["checkpoints"]:
-        ckpt = Checkpoint(**{**c, "model_path": directory / c["model_path"],
-                             "optimizer_path": directory / c["optimizer_path"]})
-        if not ckpt.model_path.exists() or sha256_file(ckpt.model_path) != ckpt.sha256:
-            raise CurationError(f"proxy checkpoint {ckpt.model_path} is missing or does not "
-                                "match its sha256")
-        checkpoints.append(ckpt)
     proxy = LMProxy(spec, directory, record["vocab_size"], checkpoints, record["base_sha256"],
                     tuple(record["betas"]), record["eps"])
     if not spec.base_path and sha256_file(proxy.base_weights) != proxy.base_sha256:
@@ -511,7 +505,8 @@ def warmup_lm(pool: Pool, out_dir: str | Path, spec: LMSpec = LMSpec(),
     snapshot_at = set(checkpoint_epochs(config.epochs, config.checkpoints))
     checkpoints: list[Checkpoint] = []
     if config.initial_checkpoint:
-        checkpoints.append(_save_checkpoint(model, optimizer, out_dir, 0, 0, config.lr))
+        checkpoints.append(save_checkpoint(model, optimizer, out_dir, 0, 0, config.lr,
+                                            trainable_state(model)))
     step = 0
     steps = config.epochs * math.ceil(len(x) / config.batch_size)
     with tqdm(total=steps, desc="warm-up (causal-lm)", disable=not progress) as bar:
@@ -523,31 +518,11 @@ def warmup_lm(pool: Pool, out_dir: str | Path, spec: LMSpec = LMSpec(),
                 step += 1
                 bar.update()
             if epoch in snapshot_at:
-                checkpoints.append(_save_checkpoint(model, optimizer, out_dir, epoch, step,
-                                                    config.lr))
+                checkpoints.append(save_checkpoint(model, optimizer, out_dir, epoch, step,
+                                                   config.lr, trainable_state(model)))
     proxy = LMProxy(spec, out_dir, vocab_size, checkpoints, base_sha, betas, 1e-8)
     proxy.save()
     return proxy
-
-
-def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Adam, out_dir: Path, epoch: int,
-                     step: int, lr: float) -> Checkpoint:
-    state = trainable_state(model)
-    moments = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        # Before the first step Adam has no state yet: its moments are zero.
-        slot = optimizer.state[param]
-        for key in ("exp_avg", "exp_avg_sq"):
-            moments[f"{key}.{name}"] = slot.get(key, torch.zeros_like(param)).detach().cpu().clone()
-    model_path = out_dir / f"checkpoint-{epoch:03d}.safetensors"
-    optimizer_path = out_dir / f"optimizer-{epoch:03d}.safetensors"
-    with atomic_path(model_path) as tmp:
-        save_file(state, str(tmp))
-    with atomic_path(optimizer_path) as tmp:
-        save_file(moments, str(tmp))
-    return Checkpoint(epoch, model_path, optimizer_path, lr, step, sha256_file(model_path))
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:

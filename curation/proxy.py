@@ -140,6 +140,13 @@ class Proxy:
 
 def load_proxy(directory: str | Path) -> Proxy:
     """Open a proxy saved by ``warmup``; checkpoint files are verified by sha256."""
+    record, checkpoints = read_proxy_record(directory)
+    return Proxy(ProxySpec(**record["spec"]), record["in_dim"], record["n_classes"],
+                 checkpoints, tuple(record["betas"]), record["eps"])
+
+
+def read_proxy_record(directory: str | Path) -> tuple[dict, list[Checkpoint]]:
+    """A proxy directory's ``proxy.json`` and its checkpoints, each verified by sha256."""
     directory = Path(directory)
     manifest = directory / "proxy.json"
     if not manifest.exists():
@@ -149,11 +156,11 @@ def load_proxy(directory: str | Path) -> Proxy:
     for c in record["checkpoints"]:
         ckpt = Checkpoint(**{**c, "model_path": directory / c["model_path"],
                              "optimizer_path": directory / c["optimizer_path"]})
-        if sha256_file(ckpt.model_path) != ckpt.sha256:
-            raise CurationError(f"proxy checkpoint {ckpt.model_path} does not match its sha256")
+        if not ckpt.model_path.exists() or sha256_file(ckpt.model_path) != ckpt.sha256:
+            raise CurationError(f"proxy checkpoint {ckpt.model_path} is missing or does not "
+                                "match its sha256")
         checkpoints.append(ckpt)
-    return Proxy(ProxySpec(**record["spec"]), record["in_dim"], record["n_classes"],
-                 checkpoints, tuple(record["betas"]), record["eps"])
+    return record, checkpoints
 
 
 def checkpoint_epochs(epochs: int, checkpoints: int) -> list[int]:
@@ -180,7 +187,7 @@ def warmup(inputs: np.ndarray, labels: np.ndarray, n_classes: int, out_dir: str 
     snapshot_at = set(checkpoint_epochs(config.epochs, config.checkpoints))
     checkpoints: list[Checkpoint] = []
     if config.initial_checkpoint:
-        checkpoints.append(_save_checkpoint(model, optimizer, out_dir, 0, 0, config.lr))
+        checkpoints.append(save_checkpoint(model, optimizer, out_dir, 0, 0, config.lr))
     step = 0
     for epoch in range(1, config.epochs + 1):
         for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
@@ -189,25 +196,30 @@ def warmup(inputs: np.ndarray, labels: np.ndarray, n_classes: int, out_dir: str 
             optimizer.step()
             step += 1
         if epoch in snapshot_at:
-            checkpoints.append(_save_checkpoint(model, optimizer, out_dir, epoch, step, config.lr))
+            checkpoints.append(save_checkpoint(model, optimizer, out_dir, epoch, step, config.lr))
     proxy = Proxy(spec, inputs.shape[1], n_classes, checkpoints, betas, 1e-8)
     proxy.save(out_dir)
     return proxy
 
 
-def _save_checkpoint(model: nn.Module, optimizer: torch.optim.Adam, out_dir: Path,
-                     epoch: int, step: int, lr: float) -> Checkpoint:
-    names = dict(model.named_parameters())
+def save_checkpoint(model: nn.Module, optimizer: torch.optim.Adam, out_dir: Path, epoch: int,
+                    step: int, lr: float, weights: dict[str, torch.Tensor] | None = None
+                    ) -> Checkpoint:
+    """Write ``weights`` (default: the model's whole state dict) and the Adam moments of every
+    trainable parameter as ``checkpoint-/optimizer-<epoch>.safetensors``, atomically."""
     moments = {}
-    for name, param in names.items():
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
         # Before the first step Adam has no state yet: its moments are zero.
-        state = optimizer.state[param]
-        moments[f"exp_avg.{name}"] = state.get("exp_avg", torch.zeros_like(param)).detach().clone()
-        moments[f"exp_avg_sq.{name}"] = state.get(
-            "exp_avg_sq", torch.zeros_like(param)).detach().clone()
+        slot = optimizer.state[param]
+        for key in ("exp_avg", "exp_avg_sq"):
+            moments[f"{key}.{name}"] = slot.get(key, torch.zeros_like(param)).detach().cpu().clone()
+    if weights is None:
+        weights = model.state_dict()
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in weights.items()}
     model_path = out_dir / f"checkpoint-{epoch:03d}.safetensors"
     optimizer_path = out_dir / f"optimizer-{epoch:03d}.safetensors"
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(model_path) as tmp:
         save_file(state, str(tmp))
     with atomic_path(optimizer_path) as tmp:
