@@ -223,7 +223,8 @@ def benchmark(
         config.validate(len(pool_data), target_data is not None)
         records = run_benchmark(pool_data, load_pool(test, role="test", require_label=not lm),
                                 target_data, config, work)
-        report = write_report(records, out, title=scenario or "", metric=config.metric)
+        title = f"{scenario} ({proxy})" if scenario and lm else scenario or ""
+        report = write_report(records, out, title=title, metric=config.metric)
     console.print(report["table"])
     console.print(f"results -> {report['results']}, plot -> {report['plot']}")
 
