@@ -1,4 +1,4 @@
-"""Peak-memory readings shared by the benchmarks, in their own process and in child processes
+"""Timing and peak-memory readings shared by the benchmarks, in their own process and in child processes
 (``bench_gradients``' datastore builds, ``bench_pursuit``'s Dask workers).
 
 Standard library only: child processes import it before (or without) the project's code. The
@@ -10,7 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+
+def fastest(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Seconds of the fastest of ``repeats`` runs of each function, the functions interleaved.
+
+    On a machine shared with other work the fastest run is the least disturbed one, and
+    interleaving gives every function the same conditions.
+    """
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def proc_status_bytes(key: str) -> int | None:

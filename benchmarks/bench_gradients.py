@@ -55,20 +55,8 @@ from curation.gradients import (  # noqa: E402
 )
 from curation.proxy import ProxySpec, WarmupConfig, parameter_names, warmup  # noqa: E402
 
-
-def fastest(fns: dict[str, callable], repeats: int) -> dict[str, float]:
-    """Seconds of the fastest of ``repeats`` runs of each function, the functions interleaved.
-
-    On a machine shared with other work the fastest run is the least disturbed one, and
-    interleaving gives every function the same conditions.
-    """
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fastest  # noqa: E402
 
 
 def less_loop(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
