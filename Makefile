@@ -58,6 +58,7 @@ materialize: install $(DAGSTER_HOME)/dagster.yaml
 bench: install
 	$(BIN)/python benchmarks/bench_pursuit.py
 	$(BIN)/python benchmarks/bench_gradients.py
+	$(BIN)/python benchmarks/bench_lora_gradients.py --threads 2
 
 # Selection quality on real data: four scenarios, budgets 1/5/10%, 3 seeds (~20 min on 2 cores).
 QUALITY := benchmarks/results

@@ -174,6 +174,23 @@ def test_warmup_store_finetune_run_offline_and_reproducibly(tmp_path, documents,
     assert weighted["test_loss"] == pytest.approx(result["test_loss"], rel=1e-3)
 
 
+def test_lora_stores_built_on_dask_workers_have_the_same_bytes(tmp_path, documents):
+    from distributed import LocalCluster
+
+    pool = _pool(documents[:40])
+    proxy = warmup_lm(pool, tmp_path / "proxy", TINY,
+                      WarmupConfig(fraction=0.5, epochs=2, checkpoints=2, batch_size=8))
+    ids, targets = proxy.encode(pool)
+    spec = DatastoreSpec(dim=16, shard_size=15, batch_size=8)
+    local = build_datastore(proxy, ids, targets, pool.ids, tmp_path / "local", spec)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                      dashboard_address=None) as cluster:
+        remote = build_datastore(proxy, ids, targets, pool.ids, tmp_path / "remote", spec,
+                                 scheduler=cluster.scheduler_address)
+    assert remote.report.computed == (0, 1, 2)
+    assert remote.manifest == local.manifest
+
+
 def test_a_damaged_checkpoint_is_refused(tmp_path, documents):
     proxy = warmup_lm(_pool(documents[:20]), tmp_path / "proxy", TINY,
                       WarmupConfig(fraction=0.5, epochs=1, checkpoints=1, batch_size=8))
