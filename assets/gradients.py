@@ -1,5 +1,6 @@
 """gradient_datastore and target_gradients: projected per-example gradient trajectories."""
 
+from dataclasses import replace
 from typing import Literal
 
 import dagster as dg
@@ -12,8 +13,8 @@ from assets._metadata import check_choices
 from curation.datastore import DatastoreSpec, GradientStore, parse_params
 from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS
+from curation.lm import LMProxy, load_trained_proxy, proxy_inputs_of
 from curation.pool import load_pool
-from curation.proxy import load_proxy
 from curation.workflow import cached_store
 from resources import ArtifactStore, CatalogResource
 
@@ -55,12 +56,16 @@ class DatastoreConfig(dg.Config):
 
 def _build(split_path: str, inputs_path: str, proxy_dir: str, config: DatastoreConfig,
            kinds: list[str], artifacts: ArtifactStore) -> dict[str, GradientStore]:
-    data = load_pool(split_path)
-    inputs = np.load(inputs_path)
-    proxy = load_proxy(proxy_dir)
-    return {kind: cached_store(artifacts.work_dir, proxy, inputs, data.labels, data.ids,
-                               data.content_hash, config.spec(kind), scheduler=config.scheduler)
-            for kind in kinds}
+    data = load_pool(split_path, require_label=False)
+    proxy = load_trained_proxy(proxy_dir)
+    inputs, targets = proxy_inputs_of(proxy, data, inputs_path)
+    specs = {kind: config.spec(kind) for kind in kinds}
+    if isinstance(proxy, LMProxy):  # per-example LM gradients hold (batch, tokens, vocab) logits
+        specs = {kind: replace(spec, batch_size=min(spec.batch_size, 32))
+                 for kind, spec in specs.items()}
+    return {kind: cached_store(artifacts.work_dir, proxy, inputs, targets, data.ids,
+                               data.content_hash, spec, scheduler=config.scheduler)
+            for kind, spec in specs.items()}
 
 
 def _throughput(stores: dict[str, GradientStore]) -> tuple[float | None, bool]:

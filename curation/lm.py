@@ -36,6 +36,7 @@ Evaluation (``finetune_perplexity``)
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -455,6 +456,27 @@ def load_lm_proxy(directory: str | Path) -> LMProxy:
     if not spec.base_path and sha256_file(proxy.base_weights) != proxy.base_sha256:
         raise CurationError(f"{proxy.base_weights} does not match its sha256")
     return proxy
+
+
+def load_trained_proxy(directory: str | Path):
+    """The proxy saved in ``directory``, of whichever kind: ``LMProxy`` or ``Proxy``."""
+    from curation.proxy import load_proxy
+
+    manifest = Path(directory) / "proxy.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("spec", {}).get("kind") == LM_KIND:
+        return load_lm_proxy(directory)
+    return load_proxy(directory)
+
+
+def proxy_inputs_of(proxy, split: Pool, inputs_path: str | Path | None) -> tuple[np.ndarray,
+                                                                                  np.ndarray]:
+    """A split's datastore inputs for ``proxy``: token ids and next-token targets for an LM
+    proxy, else the stored input matrix at ``inputs_path`` and the labels."""
+    if isinstance(proxy, LMProxy):
+        return proxy.encode(split)
+    if inputs_path is None:
+        raise CurationError("a classifier proxy needs the split's input matrix")
+    return np.load(inputs_path), split.labels
 
 
 # A transformer needs a smaller step and more data than a linear head to learn anything.

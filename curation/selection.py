@@ -20,8 +20,9 @@ from curation.datastore import GradientStore, open_datastore
 from curation.errors import CurationError
 from curation.io import write_json, write_parquet
 from curation.lineage import selection_id, selection_lineage
+from curation.lm import LMProxy, load_trained_proxy
 from curation.pool import Pool
-from curation.proxy import load_proxy, predict_probabilities
+from curation.proxy import predict_probabilities
 from curation.selectors import Selection, SelectionInputs, Selector, make_selector
 
 
@@ -55,7 +56,7 @@ def inputs_from_artifacts(pool: Pool, pool_inputs: str | Path, pool_stores: dict
     ``pool_stores`` / ``target_stores`` map a feature kind to a datastore directory; a kind
     that is not there fails naming the config field that adds it.
     """
-    proxy = load_proxy(proxy_dir)
+    proxy = load_trained_proxy(proxy_dir)
 
     def store(paths: dict[str, str], split: str, kind: str) -> GradientStore:
         if kind not in paths:
@@ -64,8 +65,13 @@ def inputs_from_artifacts(pool: Pool, pool_inputs: str | Path, pool_stores: dict
                 "gradient_datastore config 'kinds'")
         return open_datastore(paths[kind])
 
-    predictions = functools.cache(
-        lambda: (predict_probabilities(proxy, np.load(pool_inputs)), pool.labels))
+    def proxy_predictions() -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(proxy, LMProxy):
+            raise CurationError("this selector needs class predictions, which a causal-lm "
+                                "proxy does not make; use gtp, less or random")
+        return predict_probabilities(proxy, np.load(pool_inputs)), pool.labels
+
+    predictions = functools.cache(proxy_predictions)
     inputs = SelectionInputs(pool.ids, functools.partial(store, pool_stores, "pool"),
                              functools.partial(store, target_stores, "target set"), predictions)
     return inputs, [c.sha256 for c in proxy.checkpoints]

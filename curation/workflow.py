@@ -99,19 +99,21 @@ def proxy_inputs(pool: Pool, target: Pool | None, work_dir: Path, settings: Grad
 def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints: int = 3,
                 dim: int = 1024, seed: int = 0, base: str | Path | None = None,
                 pretrain_docs: int = 0, train_base: bool | None = None,
-                progress: bool = False) -> GradientSettings:
+                warmup: WarmupConfig | None = None, progress: bool = False
+                ) -> GradientSettings:
     """Settings of a causal-LM proxy: on ``base`` (a local model directory), else on a base
     pre-trained here on ``pretrain_docs`` 20 Newsgroups documents outside the pool and target
-    (cached), else (``pretrain_docs=0``) on a random-init base."""
+    (cached), else (``pretrain_docs=0``) on a random-init base. ``warmup`` replaces the default
+    LM warm-up (``LM_WARMUP`` with ``checkpoints`` and ``seed``)."""
     if base is None and pretrain_docs > 0:
         exclude = [*pool.ids, *(target.ids if target is not None else [])]
         base = cached_base(work_dir, pretraining_corpus(pretrain_docs, exclude), LMSpec(),
                            progress=progress)
     spec = LMSpec(base_path=str(base or ""), train_base=train_base)
     # Per-example LM gradients hold (batch, tokens, vocab) logits: smaller batches.
-    return GradientSettings(
-        spec, replace(LM_WARMUP, epochs=max(3, checkpoints), checkpoints=checkpoints, seed=seed),
-        DatastoreSpec(dim=dim, seed=seed, batch_size=32))
+    warmup = warmup or replace(LM_WARMUP, epochs=max(3, checkpoints), checkpoints=checkpoints,
+                               seed=seed)
+    return GradientSettings(spec, warmup, DatastoreSpec(dim=dim, seed=seed, batch_size=32))
 
 
 def cached_store(work_dir: Path, proxy: Proxy | LMProxy, inputs: np.ndarray, labels: np.ndarray,

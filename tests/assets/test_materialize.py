@@ -96,3 +96,26 @@ def test_benchmark_report_with_a_causal_lm_proxy_reports_perplexity(home):
     records = json.loads(Path(report["results"].value).read_text())
     assert {r["method"] for r in records} == {"full", "warmup", "random", "gtp"}
     assert all(r["test_perplexity"] > 1 for r in records)
+
+
+def test_the_graph_runs_with_a_causal_lm_proxy(home):
+    config = tiny_run_config("targeted-text", methods=("random", "less", "gtp"))
+    config["ops"]["splits"]["config"].update(pool_size=80, target_size=8, test_size=20)
+    config["ops"]["warmup_proxy"]["config"] = {"kind": "causal-lm", "fraction": 0.25,
+                                               "epochs": 2, "checkpoints": 2}
+    config["ops"]["scored_subsets"]["config"].update(budgets=[0.1], random_seeds=[0])
+    result = _materialize(home, config, selection=WITHOUT_BENCHMARK)
+    assert result.success
+    metadata = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+                for e in result.get_asset_materialization_events()}
+    assert "test_perplexity" in metadata["warmup_proxy"]["checkpoints"].value
+    stores = result.output_for_node("gradient_datastore")
+    for directory in stores.values():
+        manifest = json.loads((Path(directory) / "manifest.json").read_text())
+        assert manifest["shape"][1] == 2 and all("lora_" in n for n in manifest["param_names"])
+    for subset in result.output_for_node("scored_subsets"):
+        assert pq.read_table(subset["path"]).num_rows == subset["k"] == 8
+    records = result.output_for_node("subset_evaluation")
+    assert {r["method"] for r in records} == {"random", "less", "gtp", "full"}
+    assert all(r["test_perplexity"] > 1 and "test_accuracy" not in r for r in records)
+    assert "| method" in metadata["subset_evaluation"]["perplexity"].value
