@@ -111,15 +111,35 @@ def evaluate(
     use_weights: Annotated[bool, typer.Option(help="Use selection weights as loss weights.")]
     = False,
     out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
-    work_dir: Annotated[Path | None, typer.Option(help="Cache for text embeddings.")] = None,
+    proxy: Annotated[str, typer.Option(
+        help="linear: fresh classifiers, test accuracy. causal-lm: fine-tune the causal-lm proxy "
+             "that `select --proxy causal-lm` warmed up on this pool (give the same "
+             "--proxy-seed, --checkpoints, --lm-base), report held-out perplexity.")]
+    = "linear",
+    proxy_seed: Annotated[int, typer.Option(help="causal-lm: the --seed given to select.")] = 0,
+    checkpoints: Annotated[int, typer.Option(help="causal-lm: the --checkpoints given to select.")]
+    = 4,
+    lm_base: Annotated[Path | None, typer.Option(help="causal-lm: the --lm-base given to select.")]
+    = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Cache for embeddings and proxies.")]
+    = None,
 ) -> None:
-    """Train fresh models on a selection and report test accuracy (mean and std over seeds)."""
+    """Train on a selection and report the test score (mean and std over seeds): accuracy of
+    fresh classifiers, or with --proxy causal-lm the perplexity of the fine-tuned LM."""
     from curation.embed import input_matrix
     from curation.evaluate import EvalConfig, evaluate_subset
     from curation.io import write_json
     from curation.pool import load_pool
     from curation.workflow import n_classes_of
 
+    if _is_lm(proxy):
+        with user_errors():
+            _evaluate_lm(pool, selection, test, _parse_seeds(seeds), use_weights, out,
+                         proxy_seed, checkpoints, lm_base, work_dir or default_home() / "work")
+        return
+    if proxy not in ("linear", "mlp"):
+        with user_errors():
+            raise CurationError(f"--proxy must be linear or causal-lm, got {proxy!r}")
     with user_errors():
         seed_list = _parse_seeds(seeds)
         pool_data = load_pool(pool, role="pool")
@@ -302,6 +322,42 @@ def catalog_query(
     for row in result.to_pylist():
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)
+
+
+def _evaluate_lm(pool: Path, selection: Path, test: Path, seeds: list[int], use_weights: bool,
+                 out: Path | None, proxy_seed: int, checkpoints: int, lm_base: Path | None,
+                 work: Path) -> None:
+    """``evaluate --proxy causal-lm``: the warmed-up LM fine-tuned on the selection, per seed."""
+    import numpy as np
+
+    from curation.io import write_json
+    from curation.lm import finetune_perplexity
+    from curation.pool import load_pool
+    from curation.workflow import cached_lm_proxy, lm_settings
+
+    if not seeds:
+        raise CurationError("--seeds must name at least one seed")
+    pool_data = load_pool(pool, role="pool", require_label=False)
+    test_data = load_pool(test, role="test", require_label=False)
+    indices, weights = _selection_rows(selection, pool_data.ids)
+    settings = lm_settings(work, pool_data, None, checkpoints=checkpoints, seed=proxy_seed,
+                           base=lm_base)
+    lm = cached_lm_proxy(work, pool_data, settings, progress=True)
+    (ids, targets), (test_ids, test_targets) = lm.encode(pool_data), lm.encode(test_data)
+    runs = [finetune_perplexity(lm, ids[indices], targets[indices], test_ids, test_targets,
+                                seed=seed, weights=weights if use_weights else None)
+            for seed in seeds]
+    perplexities = [r["test_perplexity"] for r in runs]
+    record = {"test_perplexity_mean": float(np.mean(perplexities)),
+              "test_perplexity_std": float(np.std(perplexities)),
+              "test_perplexities": perplexities, "test_losses": [r["test_loss"] for r in runs],
+              "n_train": len(indices), "seeds": seeds, "selection": str(selection),
+              "proxy": str(lm.directory)}
+    if out is not None:
+        write_json(out, record)
+    console.print(f"test perplexity {record['test_perplexity_mean']:.2f} ± "
+                  f"{record['test_perplexity_std']:.2f} over seeds {seeds} ({len(indices)} "
+                  f"training examples, proxy {lm.directory})")
 
 
 def _is_lm(proxy: str) -> bool:

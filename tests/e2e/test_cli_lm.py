@@ -46,6 +46,16 @@ def test_causal_lm_select_writes_a_selection_with_lora_lineage(home):
     assert pq.read_table(out).num_rows == 5
     lineage = json.loads(out.with_suffix(".lineage.json").read_text())
     assert len(lineage["proxy_checkpoints"]) == 2 and lineage["datastores"]
+    scored = run("evaluate", "--pool", data / "pool.parquet", "--selection", out, "--test",
+                 data / "test.parquet", "--proxy", "causal-lm", "--checkpoints", "2",
+                 "--seeds", "0,1", "--out", home / "eval.json", env_home=home)
+    assert scored.returncode == 0, scored.stderr
+    assert "test perplexity" in scored.stdout
+    record = json.loads((home / "eval.json").read_text())
+    assert record["n_train"] == 5 and len(record["test_perplexities"]) == 2
+    # The proxy that select warmed up is reused, not trained again.
+    proxies = list((home / "curation_home" / "work" / "proxies").iterdir())
+    assert [str(p) for p in proxies] == [record["proxy"]]
 
 
 def test_causal_lm_refuses_classifier_only_methods(home):
