@@ -75,6 +75,8 @@ from curation.gradients import (
 from curation.io import atomic_path, sha256_file, write_atomic, write_json, write_parquet
 
 FORMAT_VERSION = 1
+DTYPES = ("float16", "float32")
+STATS_FILE = "build-stats.json"
 
 
 class TrainedProxy(Protocol):
@@ -97,8 +99,6 @@ class TrainedProxy(Protocol):
     def example_loss(self, output, target: torch.Tensor) -> torch.Tensor: ...
 
     def batch(self, inputs: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
-DTYPES = ("float16", "float32")
-STATS_FILE = "build-stats.json"
 
 
 @dataclass(frozen=True)

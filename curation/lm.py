@@ -70,6 +70,8 @@ warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprec
                         category=FutureWarning)
 
 LM_KIND = "causal-lm"
+IGNORE = -100
+PAD, EOS = "<pad>", "<eos>"
 
 
 def lm_device() -> torch.device:
@@ -84,8 +86,6 @@ def lm_device() -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CurationError(f"CURATION_DEVICE={name!r} but this torch build sees no CUDA device")
     return device
-IGNORE = -100
-PAD, EOS = "<pad>", "<eos>"
 
 
 @dataclass(frozen=True)
