@@ -10,7 +10,13 @@ from pydantic import Field
 from assets import _metadata as md
 from curation.evaluate import EvalConfig, evaluate_subset
 from curation.io import write_atomic, write_json
-from curation.lm import LMEvalConfig, LMProxy, finetune_perplexity, load_trained_proxy
+from curation.lm import (
+    LMEvalConfig,
+    LMProxy,
+    finetune_perplexity,
+    load_trained_proxy,
+    loss_scores,
+)
 from curation.pool import load_pool
 from curation.proxy import ProxySpec
 from curation.report import accuracy_plot, accuracy_table
@@ -93,6 +99,6 @@ def _perplexity_scorer(proxy, pool, test, config: EvaluationConfig):
                                     weights if config.use_weights else None)
                 for seed in config.seeds]
         loss = float(np.mean([r["test_loss"] for r in runs]))
-        return {"test_loss": loss, "test_perplexity": float(np.exp(loss))}, None
+        return loss_scores(loss), None
 
     return score

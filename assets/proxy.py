@@ -10,7 +10,7 @@ from pydantic import Field
 
 from assets import _metadata as md
 from curation.evaluate import accuracy
-from curation.lm import LM_KIND, LM_WARMUP, token_loss
+from curation.lm import LM_KIND, LM_WARMUP, loss_scores, token_loss
 from curation.pool import load_pool
 from curation.proxy import ProxySpec, WarmupConfig
 from curation.workflow import (
@@ -85,7 +85,7 @@ def _warmup_lm_proxy(config: ProxyConfig, artifacts: ArtifactStore, raw_pool: st
     for c in proxy.checkpoints:
         loss = token_loss(proxy.load_model(c), test_ids, test_targets)
         rows.append({"epoch": c.epoch, "step": c.step, "sha256": c.sha256[:12],
-                     "test_loss": loss, "test_perplexity": float(np.exp(loss))})
+                     **loss_scores(loss)})
     directory = str(proxy.directory)
     return dg.Output(directory, metadata={
         "checkpoints": md.table(pd.DataFrame(rows)), "kind": config.kind,

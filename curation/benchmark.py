@@ -24,7 +24,7 @@ from curation.errors import CurationError
 from curation.evaluate import EvalConfig, evaluate_subset
 from curation.io import write_atomic, write_json
 from curation.lineage import config_hash
-from curation.lm import LMEvalConfig, LMSpec, finetune_perplexity, token_loss
+from curation.lm import LMEvalConfig, LMSpec, finetune_perplexity, loss_scores, token_loss
 from curation.pool import Pool
 from curation.report import accuracy_plot, accuracy_table
 from curation.selectors import SELECTORS, make_selector, resolve_budget
@@ -157,11 +157,11 @@ def _lm_evaluator(pool: Pool, test: Pool, config: BenchmarkConfig, work_dir: Pat
         if len(rows) == 0:  # the warmed-up model as it is, without fine-tuning
             loss = token_loss(proxy.load_model(proxy.checkpoints[-1]), test_ids, test_targets,
                               config.lm_evaluation.eval_batch_size)
-            return {"test_loss": loss, "test_perplexity": float(np.exp(loss))}
+            return loss_scores(loss)
         use = weights if config.evaluation.use_weights else None
         result = finetune_perplexity(proxy, ids[rows], targets[rows], test_ids, test_targets,
                                      config.lm_evaluation, seed, use)
-        return {"test_loss": result["test_loss"], "test_perplexity": result["test_perplexity"]}
+        return loss_scores(result["test_loss"])
 
     return evaluate
 

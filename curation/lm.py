@@ -575,6 +575,11 @@ class LMEvalConfig:
             raise CurationError(f"causal-lm evaluation 'lr' must be positive, got {self.lr}")
 
 
+def loss_scores(loss: float) -> dict[str, float]:
+    """A held-out mean token loss and its perplexity, as results report them."""
+    return {"test_loss": loss, "test_perplexity": float(math.exp(min(loss, 700.0)))}
+
+
 def token_loss(model: nn.Module, ids: np.ndarray, targets: np.ndarray,
                batch_size: int = 32) -> float:
     """Mean next-token loss over every target token of ``ids`` (token-weighted)."""
@@ -626,5 +631,4 @@ def finetune_perplexity(proxy: LMProxy, ids: np.ndarray, targets: np.ndarray,
             loss.backward()
             optimizer.step()
     loss = token_loss(model, test_ids, test_targets, config.eval_batch_size)
-    return {"test_loss": loss, "test_perplexity": float(math.exp(min(loss, 700.0))),
-            "n_train": len(ids)}
+    return {**loss_scores(loss), "n_train": len(ids)}
