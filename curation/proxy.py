@@ -243,6 +243,9 @@ def parameter_names(model: nn.Module, which: str | Sequence[str] = "all") -> lis
 
 def predict_probabilities(proxy: Proxy, inputs: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Softmax outputs of every checkpoint on ``inputs``: shape (checkpoints, n, classes)."""
+    if not isinstance(proxy, Proxy):
+        raise CurationError(f"class predictions need a classifier proxy (linear or mlp); a "
+                            f"{proxy.spec.kind} proxy makes none: use gtp, less or random")
     x = torch.from_numpy(np.array(inputs, dtype=np.float32))
     out = np.empty((len(proxy.checkpoints), len(x), proxy.n_classes), dtype=np.float32)
     with torch.no_grad():

@@ -20,7 +20,7 @@ from curation.datastore import GradientStore, open_datastore
 from curation.errors import CurationError
 from curation.io import write_json, write_parquet
 from curation.lineage import selection_id, selection_lineage
-from curation.lm import LMProxy, load_trained_proxy
+from curation.lm import load_trained_proxy
 from curation.pool import Pool
 from curation.proxy import predict_probabilities
 from curation.selectors import Selection, SelectionInputs, Selector, make_selector
@@ -65,13 +65,8 @@ def inputs_from_artifacts(pool: Pool, pool_inputs: str | Path, pool_stores: dict
                 "gradient_datastore config 'kinds'")
         return open_datastore(paths[kind])
 
-    def proxy_predictions() -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(proxy, LMProxy):
-            raise CurationError("this selector needs class predictions, which a causal-lm "
-                                "proxy does not make; use gtp, less or random")
-        return predict_probabilities(proxy, np.load(pool_inputs)), pool.labels
-
-    predictions = functools.cache(proxy_predictions)
+    predictions = functools.cache(
+        lambda: (predict_probabilities(proxy, np.load(pool_inputs)), pool.labels))
     inputs = SelectionInputs(pool.ids, functools.partial(store, pool_stores, "pool"),
                              functools.partial(store, target_stores, "target set"), predictions)
     return inputs, [c.sha256 for c in proxy.checkpoints]

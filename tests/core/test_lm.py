@@ -32,7 +32,7 @@ from curation.lm import (
     warmup_lm,
 )
 from curation.pool import validate_table
-from curation.proxy import WarmupConfig
+from curation.proxy import WarmupConfig, predict_probabilities
 from curation.selectors import make_selector
 from curation.workflow import GradientSettings, run_selection
 
@@ -162,6 +162,9 @@ def test_warmup_store_finetune_run_offline_and_reproducibly(tmp_path, documents,
                               DatastoreSpec(dim=32, batch_size=7, shard_size=25))
     np.testing.assert_array_equal(np.concatenate(rebuilt.shards()),
                                   np.concatenate(stores["sgd"].shards()))
+
+    with pytest.raises(CurationError, match="class predictions need a classifier proxy"):
+        predict_probabilities(loaded, ids)
 
     before = token_loss(loaded.load_model(loaded.checkpoints[-1]), ids[:20], targets[:20])
     result = finetune_perplexity(loaded, ids[:20], targets[:20], ids[:20], targets[:20],
