@@ -88,6 +88,12 @@ def lm_device() -> torch.device:
     return device
 
 
+def _require_positive(config: object, what: str, names: Sequence[str]) -> None:
+    for name in names:
+        if getattr(config, name) <= 0:
+            raise CurationError(f"{what} {name!r} must be positive, got {getattr(config, name)}")
+
+
 @dataclass(frozen=True)
 class LMSpec:
     """Architecture, tokenizer and adapters of a causal-LM proxy."""
@@ -108,9 +114,8 @@ class LMSpec:
     def __post_init__(self) -> None:
         if self.kind != LM_KIND:
             raise CurationError(f"LMSpec kind must be {LM_KIND!r}, got {self.kind!r}")
-        for name in ("vocab_size", "hidden", "layers", "heads", "intermediate", "lora_rank"):
-            if getattr(self, name) <= 0:
-                raise CurationError(f"causal-lm {name!r} must be positive, got {getattr(self, name)}")
+        _require_positive(self, "causal-lm", ("vocab_size", "hidden", "layers", "heads",
+                                              "intermediate", "lora_rank"))
         if self.max_length < 2:
             raise CurationError(f"causal-lm 'max_length' must be at least 2, got {self.max_length}")
         if self.hidden % self.heads:
@@ -125,6 +130,11 @@ class LMSpec:
     @property
     def trains_base(self) -> bool:
         return (not self.base_path) if self.train_base is None else self.train_base
+
+
+# Per-example LM gradients hold (batch, tokens, vocab) logits: gradient stores of an LM proxy
+# compute this many examples at a time at most.
+LM_GRADIENT_BATCH = 32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,9 +269,7 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise CurationError(f"pre-training {name!r} must be positive")
+        _require_positive(self, "pre-training", ("epochs", "batch_size"))
 
 
 def pretrain_base(texts: Sequence[str], out_dir: str | Path, spec: LMSpec = LMSpec(),
@@ -568,9 +576,7 @@ class LMEvalConfig:
     eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise CurationError(f"causal-lm evaluation {name!r} must be positive")
+        _require_positive(self, "causal-lm evaluation", ("epochs", "batch_size", "eval_batch_size"))
         if self.lr <= 0:
             raise CurationError(f"causal-lm evaluation 'lr' must be positive, got {self.lr}")
 
