@@ -13,7 +13,7 @@ from assets._metadata import check_choices
 from curation.datastore import DatastoreSpec, GradientStore, parse_params
 from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS
-from curation.lm import LMProxy, load_trained_proxy, proxy_inputs_of
+from curation.lm import LM_GRADIENT_BATCH, LMProxy, load_trained_proxy, proxy_inputs_of
 from curation.pool import load_pool
 from curation.workflow import cached_store
 from resources import ArtifactStore, CatalogResource
@@ -60,8 +60,8 @@ def _build(split_path: str, inputs_path: str, proxy_dir: str, config: DatastoreC
     proxy = load_trained_proxy(proxy_dir)
     inputs, targets = proxy_inputs_of(proxy, data, inputs_path)
     specs = {kind: config.spec(kind) for kind in kinds}
-    if isinstance(proxy, LMProxy):  # per-example LM gradients hold (batch, tokens, vocab) logits
-        specs = {kind: replace(spec, batch_size=min(spec.batch_size, 32))
+    if isinstance(proxy, LMProxy):
+        specs = {kind: replace(spec, batch_size=min(spec.batch_size, LM_GRADIENT_BATCH))
                  for kind, spec in specs.items()}
     return {kind: cached_store(artifacts.work_dir, proxy, inputs, targets, data.ids,
                                data.content_hash, spec, scheduler=config.scheduler)

@@ -18,7 +18,7 @@ from curation.demo_data import pretraining_corpus
 from curation.embed import input_matrix
 from curation.errors import CurationError
 from curation.lineage import config_hash
-from curation.lm import LM_WARMUP, LMProxy, LMSpec, cached_base, load_lm_proxy, warmup_lm
+from curation.lm import LM_GRADIENT_BATCH, LM_WARMUP, LMProxy, LMSpec, cached_base, load_lm_proxy, warmup_lm
 from curation.pool import Pool
 from curation.proxy import (
     Proxy,
@@ -110,10 +110,10 @@ def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints:
         base = cached_base(work_dir, pretraining_corpus(pretrain_docs, exclude), LMSpec(),
                            progress=progress)
     spec = LMSpec(base_path=str(base or ""), train_base=train_base)
-    # Per-example LM gradients hold (batch, tokens, vocab) logits: smaller batches.
     warmup = warmup or replace(LM_WARMUP, epochs=max(3, checkpoints), checkpoints=checkpoints,
                                seed=seed)
-    return GradientSettings(spec, warmup, DatastoreSpec(dim=dim, seed=seed, batch_size=32))
+    datastore = DatastoreSpec(dim=dim, seed=seed, batch_size=LM_GRADIENT_BATCH)
+    return GradientSettings(spec, warmup, datastore)
 
 
 def cached_store(work_dir: Path, proxy: Proxy | LMProxy, inputs: np.ndarray, labels: np.ndarray,
