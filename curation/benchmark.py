@@ -146,14 +146,15 @@ def _classifier_evaluator(pool: Pool, test: Pool, target: Pool | None, config: B
 def _lm_evaluator(pool: Pool, test: Pool, config: BenchmarkConfig, work_dir: Path,
                   progress: bool) -> Evaluator:
     """The seed's warmed-up LM fine-tuned on the subset: held-out loss and perplexity."""
-    encoded: dict[Path, tuple] = {}  # per proxy (its tokenizer): pool and test token ids
+    # Per seed's settings: the proxy (opened and verified once) and its tokens of pool and test.
+    prepared: dict[GradientSettings, tuple] = {}
 
     def evaluate(settings: GradientSettings, rows: np.ndarray, weights: np.ndarray | None,
                  seed: int) -> dict:
-        proxy = cached_lm_proxy(work_dir, pool, settings, progress)
-        if proxy.directory not in encoded:
-            encoded[proxy.directory] = (*proxy.encode(pool), *proxy.encode(test))
-        ids, targets, test_ids, test_targets = encoded[proxy.directory]
+        if settings not in prepared:
+            proxy = cached_lm_proxy(work_dir, pool, settings, progress)
+            prepared[settings] = (proxy, *proxy.encode(pool), *proxy.encode(test))
+        proxy, ids, targets, test_ids, test_targets = prepared[settings]
         if len(rows) == 0:  # the warmed-up model as it is, without fine-tuning
             loss = token_loss(proxy.load_model(proxy.checkpoints[-1]), test_ids, test_targets,
                               config.lm_evaluation.eval_batch_size)
