@@ -24,9 +24,10 @@ float16 atoms (e.g. a float16 ``np.memmap`` larger than memory) are read as raw 
 converted to float32 inside the kernel, bit-exactly; no float32 copy of the matrix or of a block
 is made. Measured on one 20000 x 1024 pass (2 cores): 2.3-3 ms, against 48 ms converting blocks
 with ``astype`` in Python and 7.5 ms through a 65536-entry lookup table; float32 input takes
-2-2.8 ms. Blocks under ``kernels._PARALLEL_MIN_SIZE`` elements are scored on one thread. On a
-machine whose cores are busy with other work, fork/join costs milliseconds per parallel pass;
-there set ``NUMBA_NUM_THREADS=1`` or ``OMP_WAIT_POLICY=PASSIVE``.
+2-2.8 ms. Blocks under ``kernels._PARALLEL_MIN_SIZE`` elements are scored on one thread (each
+row kernel is one body compiled as a serial and a parallel twin). On a machine whose cores are
+busy with other work, fork/join costs milliseconds per parallel pass; there set
+``NUMBA_NUM_THREADS=1`` or ``OMP_WAIT_POLICY=PASSIVE``.
 
 Termination: the number of picks (each one a pass over the atoms) is capped at ``2 * k + 10``
 and each refit at ``3 * k + 30`` Lawson-Hanson iterations. An atom numerically in the span of
@@ -54,7 +55,7 @@ Scale:
 Modules:
 
 - ``kernels``: Numba kernels of a pass (row scores and norms for float rows and for float16
-  rows read as uint16 bits, each in a serial and a parallel version; the best-row pick).
+  rows read as uint16 bits, each a serial and a parallel twin of one body; the best-row pick).
 - ``nnls``: Numba refit on the active atoms: the incremental Cholesky factor (append, delete,
   solve), the Gram column, add-and-refit (Lawson-Hanson NNLS or least squares), the residual
   and dropping zero-weight atoms.

@@ -1,16 +1,22 @@
 """Numba kernels of a pass over the atoms: scores and norms of float rows and of float16 rows
 read as raw uint16 bits, and the pick of the best row.
 
-Each row-loop kernel has a serial and a parallel version; ``score_block`` and ``norm_block``
-choose between them.
+Each row-loop kernel is one Python body compiled twice, a serial and a parallel twin
+(``_twins``); ``score_block`` and ``norm_block`` are the one place that chooses between them.
 """
 
 from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import prange
 
+# Rows per parallel task in the float16 kernels; each task converts its rows through its own
+# bit buffer, so a buffer is allocated per 64 rows rather than per row.
 _F16_CHUNK = 64
 # Blocks with fewer elements are scored on one thread: below this, the fork/join of a parallel
 # region costs more than it saves (and much more when the cores are shared).
@@ -61,40 +67,6 @@ def _dot_half(row, r, bits):
     return acc
 
 
-@numba.njit(cache=True, parallel=True)
-def _scores_float(block, r, inv_norms, out):
-    """out[i] = <block[i], r> * inv_norms[i], parallel over rows."""
-    for i in prange(block.shape[0]):
-        out[i] = dot_float(block[i], r) * inv_norms[i]
-
-
-@numba.njit(cache=True)
-def _scores_float_serial(block, r, inv_norms, out):
-    """``_scores_float`` on one thread (small blocks: no fork/join latency)."""
-    for i in range(block.shape[0]):
-        out[i] = dot_float(block[i], r) * inv_norms[i]
-
-
-@numba.njit(cache=True, parallel=True)
-def _scores_half(block, r, inv_norms, out):
-    """As ``_scores_float`` for float16 rows given as uint16 bit patterns."""
-    n, d = block.shape
-    nchunks = (n + _F16_CHUNK - 1) // _F16_CHUNK
-    for c in prange(nchunks):
-        bits = np.empty(d, np.uint32)
-        for i in range(c * _F16_CHUNK, min(n, (c + 1) * _F16_CHUNK)):
-            out[i] = _dot_half(block[i], r, bits) * inv_norms[i]
-
-
-@numba.njit(cache=True)
-def _scores_half_serial(block, r, inv_norms, out):
-    """``_scores_half`` on one thread."""
-    d = block.shape[1]
-    bits = np.empty(d, np.uint32)
-    for i in range(block.shape[0]):
-        out[i] = _dot_half(block[i], r, bits) * inv_norms[i]
-
-
 # Reassociation lets the sums vectorize; no nnan/ninf flags, so inf/nan still propagate.
 _SUM_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
@@ -123,20 +95,35 @@ def _norm_half(row, sq, bits):
     return np.nan if bad else np.sqrt(acc)
 
 
-@numba.njit(cache=True, parallel=True)
+# ---------------------------------------------------------------------------------------------
+# Row loops: plain Python bodies, each compiled into a serial and a parallel twin below
+# ---------------------------------------------------------------------------------------------
+
+
+def _scores_float(block, r, inv_norms, out):
+    """out[i] = <block[i], r> * inv_norms[i], over rows."""
+    for i in prange(block.shape[0]):
+        out[i] = dot_float(block[i], r) * inv_norms[i]
+
+
+def _scores_half(block, r, inv_norms, out):
+    """As ``_scores_float`` for float16 rows given as uint16 bit patterns."""
+    n, d = block.shape
+    nchunks = (n + _F16_CHUNK - 1) // _F16_CHUNK
+    for c in prange(nchunks):
+        bits = np.empty(d, np.uint32)
+        for i in range(c * _F16_CHUNK, min(n, (c + 1) * _F16_CHUNK)):
+            out[i] = _dot_half(block[i], r, bits) * inv_norms[i]
+
+
 def _norms_float(block, sq, out):
+    """out[i] = the ``sq``-weighted norm of block[i], over rows."""
     for i in prange(block.shape[0]):
         out[i] = _norm_float(block[i], sq)
 
 
-@numba.njit(cache=True)
-def _norms_float_serial(block, sq, out):
-    for i in range(block.shape[0]):
-        out[i] = _norm_float(block[i], sq)
-
-
-@numba.njit(cache=True, parallel=True)
 def _norms_half(block, sq, out):
+    """As ``_norms_float`` for float16 rows given as uint16 bit patterns."""
     n, d = block.shape
     nchunks = (n + _F16_CHUNK - 1) // _F16_CHUNK
     for c in prange(nchunks):
@@ -145,11 +132,45 @@ def _norms_half(block, sq, out):
             out[i] = _norm_half(block[i], sq, bits)
 
 
-@numba.njit(cache=True)
-def _norms_half_serial(block, sq, out):
-    bits = np.empty(block.shape[1], np.uint32)
-    for i in range(block.shape[0]):
-        out[i] = _norm_half(block[i], sq, bits)
+class _Twins(NamedTuple):
+    serial: Callable
+    parallel: Callable
+
+
+def _twins(body: Callable) -> _Twins:
+    """``body`` compiled on one thread (``prange`` runs as ``range``) and parallel over rows.
+
+    Numba's on-disk cache keys a function by its qualified name and line, not by ``parallel``:
+    two dispatchers of one function object would load each other's machine code. So the serial
+    twin compiles a copy of the function named ``<name>_serial``, which is cached apart.
+    """
+    serial = types.FunctionType(body.__code__, body.__globals__, f"{body.__name__}_serial",
+                                body.__defaults__, body.__closure__)
+    serial.__qualname__ = f"{body.__qualname__}_serial"
+    serial.__doc__ = body.__doc__
+    return _Twins(serial=numba.njit(cache=True)(serial),
+                  parallel=numba.njit(cache=True, parallel=True)(body))
+
+
+# Keyed by ``half`` (float16 rows given as uint16 bits).
+_SCORES = {False: _twins(_scores_float), True: _twins(_scores_half)}
+_NORMS = {False: _twins(_norms_float), True: _twins(_norms_half)}
+
+
+def _twin(twins: _Twins, block: np.ndarray, serial: bool) -> Callable:
+    """The parallel twin for blocks of at least ``_PARALLEL_MIN_SIZE`` elements unless ``serial``."""
+    return twins.parallel if block.size >= _PARALLEL_MIN_SIZE and not serial else twins.serial
+
+
+def score_block(block: np.ndarray, half: bool, r: np.ndarray, inv_norms: np.ndarray,
+                out: np.ndarray, serial: bool = False) -> None:
+    """out = block @ r * inv_norms, on one thread for small blocks or if ``serial``."""
+    _twin(_SCORES[half], block, serial)(block, r, inv_norms, out)
+
+
+def norm_block(block: np.ndarray, half: bool, sq: np.ndarray, out: np.ndarray) -> None:
+    """out = sqrt(block**2 @ sq) (inf/nan propagate), on one thread for small blocks."""
+    _twin(_NORMS[half], block, False)(block, sq, out)
 
 
 @numba.njit(cache=True)
@@ -165,20 +186,3 @@ def pick(scores, excluded, signed):
             best_key = key
             best = i
     return best
-
-
-def score_block(block: np.ndarray, half: bool, r: np.ndarray, inv_norms: np.ndarray,
-                out: np.ndarray, serial: bool = False) -> None:
-    """out = block @ r * inv_norms, on one thread for small blocks or if ``serial``."""
-    parallel = block.size >= _PARALLEL_MIN_SIZE and not serial
-    kernel = (_scores_half if parallel else _scores_half_serial) if half \
-        else (_scores_float if parallel else _scores_float_serial)
-    kernel(block, r, inv_norms, out)
-
-
-def norm_block(block: np.ndarray, half: bool, sq: np.ndarray, out: np.ndarray) -> None:
-    """out = sqrt(block**2 @ sq) (inf/nan propagate), on one thread for small blocks."""
-    parallel = block.size >= _PARALLEL_MIN_SIZE
-    kernel = (_norms_half if parallel else _norms_half_serial) if half \
-        else (_norms_float if parallel else _norms_float_serial)
-    kernel(block, sq, out)
