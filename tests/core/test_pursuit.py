@@ -97,7 +97,7 @@ def test_float16_memmap_and_blocks(tmp_path) -> None:
 
 
 def test_parallel_and_serial_kernels_agree(monkeypatch) -> None:
-    import curation.pursuit as mod
+    import curation.pursuit.kernels as mod
 
     rng = np.random.default_rng(2)
     atoms = rng.standard_normal((500, 48)).astype(np.float32)
@@ -192,7 +192,7 @@ def test_zero_target_and_early_stop() -> None:
 
 
 def test_cholesky_delete() -> None:
-    from curation.pursuit import _chol_append, _chol_delete
+    from curation.pursuit.nnls import _chol_append, _chol_delete
 
     rng = np.random.default_rng(0)
     m = 9

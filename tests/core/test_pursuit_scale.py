@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import orthogonal_mp
 
-import curation.pursuit as mod
+import curation.pursuit.driver as mod
 from curation.pursuit import MappedRows, correlations, pursuit, sharded_pursuit
+from curation.pursuit.atoms import AtomSource
 
 
 def _problem(seed: int, n: int = 300, d: int = 40):
@@ -107,7 +108,7 @@ def test_row_blocks_and_mapped_rows_equal_one_array(tmp_path) -> None:
     np.testing.assert_array_equal(correlations(parts, target), correlations(half, target))
     # rows gathered across part boundaries (read from the files, not through a mapping)
     edges = np.array([0, 119, 120, 199, 200, 349, 350, 499])
-    np.testing.assert_array_equal(mod._Atoms(parts).rows(edges), half[edges])
+    np.testing.assert_array_equal(AtomSource(parts).rows(edges), half[edges])
     with pytest.raises(ValueError, match=r"rows must lie in \[0, 120\)"):
         parts[0].read(np.array([5, 120]))
 

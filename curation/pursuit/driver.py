@@ -1,0 +1,218 @@
+"""The pursuit loop: ``pursuit``, the step loop ``pursue`` it shares with ``sharded_pursuit``,
+argument checks, and ``correlations``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from curation.pursuit.atoms import Atoms, AtomSource
+from curation.pursuit.kernels import pick, score_block
+from curation.pursuit.nnls import REJECT, add_and_refit, compact, residual
+from curation.pursuit.passes import PassResult, atom_norms, inverse_norms, pass_result, score_all
+
+# Relative (to ||target||) dual tolerance for re-admitting an atom inside one NNLS refit.
+_DUAL_TOL = 1e-10
+# Atoms kept as candidates between full passes when ``refresh > 1``: re-scoring them costs
+# 2048 * d per step, a few percent of a pass at the pool sizes where skipping passes matters.
+_CANDIDATES = 2048
+
+# ``full_pass(r, excluded, banned, signed, m)``: one pass scoring every atom against ``r``.
+FullPass = Callable[[np.ndarray, np.ndarray, np.ndarray, bool, int], PassResult]
+
+
+@dataclass(frozen=True)
+class PursuitResult:
+    """Selected atoms in pick order, their weights, residual norms and pick-time scores.
+
+    ``residual_norms[i]`` is ``||target - A_S^T w||`` after the step that picked
+    ``indices[i]``; the last entry is the final residual. ``correlations[i]`` is the selection
+    score of ``indices[i]`` when it was (last) picked.
+    """
+
+    indices: np.ndarray  # int64 atom rows, in order of (latest) pick; length <= k
+    weights: np.ndarray  # float64 weight of each atom (> 0 when nonnegative)
+    residual_norms: np.ndarray  # float64, one per selected atom, non-increasing
+    correlations: np.ndarray  # float64 selection score of each atom when picked
+    passes: int = 0  # full passes over the atoms (one per step when ``refresh=1``)
+
+
+def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = True,
+            tol: float = 1e-6, block_rows: int = 65536, normalize: bool = True,
+            column_scale: np.ndarray | None = None, refresh: int = 1) -> PursuitResult:
+    """Greedily pick at most ``k`` atoms whose (non-negative) combination reconstructs target.
+
+    ``atoms`` is (n, d) float16/float32/float64, possibly an ``np.memmap``, or a list of such row
+    blocks (arrays or ``MappedRows``) of one dtype, read as their concatenation; it is read in
+    blocks of ``block_rows`` rows and never copied whole. ``target`` is (d,), or (t, d) for t
+    targets matched jointly: it is flattened row-major, so ``atoms`` rows must then be the
+    matching length-``t*d`` concatenations. ``column_scale`` (d,) makes the atoms
+    ``atoms * column_scale`` (e.g. a weight per checkpoint block) without forming the product.
+
+    ``refresh=1`` scores every atom at every step: the exact greedy rule. ``refresh=R > 1``
+    trades exactness for speed (lazy greedy): a full pass keeps the 2048 best-scoring atoms as
+    candidates, the next steps re-score only those, and a full pass comes again after ``R``
+    steps or as soon as the best candidate no longer beats the best score left out at the last
+    pass. A step then picks the exact argmax unless a left-out atom's score rose past that mark
+    in the meantime. Exact when n <= 2048. See the ``curation.pursuit`` docstring for the algorithm.
+    """
+    src, b, scale = validate(atoms, target, k, tol, block_rows, column_scale, refresh)
+    sq = np.ones(src.d) if scale is None else scale * scale
+    norms = atom_norms(src, sq, block_rows)
+    inv_norms = inverse_norms(norms, normalize)
+    scores = np.empty(src.n)
+
+    def full_pass(rs, excluded, banned, signed, m):
+        return pass_result(score_all(src, rs, inv_norms, block_rows, scores), excluded, banned,
+                           signed, m)
+
+    return pursue(src, inv_norms, float(norms.max()), full_pass, b, int(k), nonnegative, tol,
+                  normalize, scale, refresh)
+
+
+def pursue(src: AtomSource, inv_norms: np.ndarray, max_norm: float, full_pass: FullPass,
+           b: np.ndarray, k: int, nonnegative: bool, tol: float, normalize: bool,
+           scale: np.ndarray | None, refresh: int) -> PursuitResult:
+    """The pursuit loop over validated arguments; ``full_pass`` scores all atoms.
+
+    Row data (the picked atom, lazy candidates) is read from ``src`` here; only the full passes
+    are delegated, so the same loop runs over one array or over shards on a cluster.
+    """
+    d = src.d
+    half = src.half
+    signed = not nonnegative
+    positive = inv_norms > 0
+    b_norm = float(np.linalg.norm(b))
+    threshold = tol * b_norm * (1.0 if normalize else max_norm)
+    excluded = ~positive  # zero atoms can never help
+    banned = excluded.copy()
+
+    X = np.zeros((k, d))
+    G = np.zeros((k, k))
+    h = np.zeros(k)
+    w = np.zeros(k)
+    L = np.zeros((k, k))
+    perm = np.zeros(k, np.int64)
+    in_p = np.zeros(k, np.uint8)
+    slot_atom = np.zeros(k, np.int64)
+    slot_score = np.zeros(k)
+    slot_rnorm = np.zeros(k)
+    sizes = np.zeros(2, np.int64)  # q (slots), npas (passive slots)
+    r = b.copy()
+    r_norm = b_norm
+    dual_tol = _DUAL_TOL * b_norm
+    max_inner = 3 * k + 30
+    cand = cand_rows = cand_inv = None  # candidates between full passes: rows, data, 1/norms
+    left_out = -np.inf  # best key outside the candidates at the last full pass
+    passes = 0
+    since = 0  # steps since the last full pass
+
+    for _ in range(2 * k + 10):
+        if sizes[0] >= k or r_norm <= tol * b_norm:
+            break
+        # Scoring <a * scale, r> = <a, scale * r>: the scaled atoms are never formed.
+        rs = r if scale is None else r * scale
+        since += 1
+        j = -1
+        if cand is not None and since < refresh:
+            cand_scores = np.empty(len(cand))
+            # One thread: a few thousand rows score in about a millisecond, less than a
+            # fork/join costs when the cores are shared.
+            score_block(cand_rows, half, rs, cand_inv, cand_scores, serial=True)
+            jc = pick(cand_scores, excluded[cand], signed)
+            if jc >= 0:
+                score = float(cand_scores[jc])
+                key = abs(score) if signed else score
+                if key > left_out and key > threshold:
+                    j = int(cand[jc])
+        if j < 0:
+            result = full_pass(rs, excluded, banned, signed, _CANDIDATES if refresh > 1 else 0)
+            passes += 1
+            j, score = result.j, result.score
+            if j < 0 or (abs(score) if signed else score) <= threshold:
+                break
+            if refresh > 1:
+                cand, left_out, since = result.cand, result.left_out, 0
+                cand_rows = src.rows(cand)
+                if half:
+                    cand_rows = cand_rows.view(np.uint16)
+                cand_inv = inv_norms[cand]
+        a = src.rows(np.array([j]))[0].astype(np.float64)
+        if scale is not None:
+            a *= scale
+        status = add_and_refit(a, j, score, b, X, G, h, w, L, perm, in_p, slot_atom,
+                               slot_score, sizes, nonnegative, dual_tol, max_inner)
+        if status == REJECT:
+            banned[j] = excluded[j] = True
+            continue
+        excluded[j] = True
+        r_norm = float(residual(b, X, w, int(sizes[0]), r))
+        slot_rnorm[sizes[0] - 1] = r_norm
+        dropped = compact(X, G, h, w, perm, in_p, slot_atom, slot_score, slot_rnorm, sizes)
+        excluded[dropped] = banned[dropped]
+
+    q = int(sizes[0])
+    residual_norms = slot_rnorm[:q].copy()
+    if q:
+        residual_norms[-1] = r_norm
+    return PursuitResult(indices=slot_atom[:q].copy(), weights=w[:q].copy(),
+                         residual_norms=residual_norms, correlations=slot_score[:q].copy(),
+                         passes=passes)
+
+
+def correlations(atoms: Atoms, vector: np.ndarray, *, normalize: bool = True,
+                 column_scale: np.ndarray | None = None, block_rows: int = 65536) -> np.ndarray:
+    """``<a_i, vector> / ||a_i||`` for every atom (0 for zero atoms), in one blocked pass.
+
+    ``atoms`` and ``column_scale`` as in ``pursuit``; with ``normalize=False`` the plain inner
+    products.
+    """
+    src, v, scale = validate(atoms, vector, 1, 0.0, block_rows, column_scale, 1)
+    inv_norms = inverse_norms(
+        atom_norms(src, np.ones(src.d) if scale is None else scale * scale, block_rows), normalize)
+    return score_all(src, v if scale is None else v * scale, inv_norms, block_rows,
+                     np.empty(src.n))
+
+
+def validate(atoms: Atoms, target: np.ndarray, k: int, tol: float, block_rows: int,
+             column_scale: np.ndarray | None, refresh: int
+             ) -> tuple[AtomSource, np.ndarray, np.ndarray | None]:
+    """The atoms as an ``AtomSource``, the flat float64 target and the float64 column scale
+    (None if not given); a ``ValueError`` naming the first bad argument."""
+    src = AtomSource(atoms)
+    target = np.asarray(target)
+    if target.dtype.kind not in "fiu":
+        raise ValueError(f"target must be numeric, got dtype {target.dtype}")
+    if target.ndim not in (1, 2):
+        raise ValueError(f"target must be (d,) or (t, d), got shape {target.shape}")
+    if target.size != src.d:
+        raise ValueError(
+            f"target shape {target.shape} does not match atoms shape {(src.n, src.d)}: "
+            f"target.size must equal atoms.shape[1] ({src.d})")
+    b = np.ascontiguousarray(target, dtype=np.float64).reshape(-1)
+    if not np.isfinite(b).all():
+        raise ValueError("target contains NaN or inf")
+    check_count("k", k)
+    if k > src.n:
+        raise ValueError(f"k={k} exceeds the number of atoms n={src.n}")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be finite and >= 0, got {tol}")
+    check_count("block_rows", block_rows)
+    check_count("refresh", refresh)
+    scale = None
+    if column_scale is not None:
+        scale = np.ascontiguousarray(column_scale, dtype=np.float64)
+        if scale.shape != (src.d,):
+            raise ValueError(f"column_scale must have shape ({src.d},), got {scale.shape}")
+        if not (np.isfinite(scale).all() and (scale >= 0).all()):
+            raise ValueError("column_scale must be finite and >= 0")
+    return src, b, scale
+
+
+def check_count(name: str, value: object) -> None:
+    """A ``ValueError`` unless ``value`` is an integer (not a bool) >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be >= 1 and an integer, got {value!r}")
