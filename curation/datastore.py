@@ -65,14 +65,9 @@ import torch
 from tqdm.auto import tqdm
 
 from curation.errors import CurationError
-from curation.gradients import (
-    FEATURE_KINDS,
-    PROJECTORS,
-    adam_features,
-    make_projector,
-    per_example_gradient_blocks,
-)
+from curation.gradients import FEATURE_KINDS, adam_features, per_example_gradient_blocks
 from curation.io import atomic_path, sha256_file, write_atomic, write_json, write_parquet
+from curation.projectors import PROJECTORS, make_projector
 
 FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")

@@ -22,7 +22,8 @@ from curation.datastore import (
     verify_datastore,
 )
 from curation.errors import CurationError
-from curation.gradients import HadamardProjector, adam_features, per_example_gradients
+from curation.gradients import adam_features, per_example_gradients
+from curation.projectors import HadamardProjector
 from curation.proxy import ProxySpec, WarmupConfig, parameter_names, warmup
 from tests.conftest import REPO
 
