@@ -16,11 +16,11 @@ import torch
 
 from curation.datastore import (
     DatastoreSpec,
-    _shard_task,
     build_datastore,
     open_datastore,
     verify_datastore,
 )
+from curation.datastore.dask import shard_task
 from curation.errors import CurationError
 from curation.gradients import adam_features, per_example_gradients
 from curation.projectors import HadamardProjector
@@ -215,7 +215,7 @@ def test_shard_tasks_in_concurrent_threads_give_the_same_bytes(tmp_path, proxy_a
     (tmp_path / "threads").mkdir()
     jobs = [(i, start) for i, start in enumerate((0, 32, 64))] * 4
     with ThreadPoolExecutor(max_workers=4) as pool:
-        digests = list(pool.map(lambda job: _shard_task(
+        digests = list(pool.map(lambda job: shard_task(
             proxy, spec, x[job[1]:job[1] + 32], y[job[1]:job[1] + 32],
             str(tmp_path / "threads" / f"shard-{job[0]:05d}.npy")), jobs))
     assert digests == [s["sha256"] for s in local.manifest["shards"]] * 4
