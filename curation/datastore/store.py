@@ -22,6 +22,7 @@ from curation.io import sha256_file
 
 if TYPE_CHECKING:
     from curation.datastore.build import BuildReport
+    from curation.pursuit import MappedRows
 
 FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")
@@ -72,6 +73,14 @@ class GradientStore:
 
     def shards(self) -> list[np.ndarray]:
         return [self.shard(i) for i in range(len(self.manifest["shards"]))]
+
+    def atoms(self) -> list[MappedRows]:
+        """The shards as pursuit atoms: one ``MappedRows`` per shard, whose rows are the
+        flattened (checkpoints * dim) trajectories, mapped only while read."""
+        # Imported here: curation.pursuit loads numba, which only pursuit needs.
+        from curation.pursuit import MappedRows
+
+        return [MappedRows(str(self.directory / shard["file"])) for shard in self.manifest["shards"]]
 
     def mean(self) -> np.ndarray:
         """Mean trajectory over all rows, (checkpoints, dim) in float64, streamed by shard."""
