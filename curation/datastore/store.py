@@ -8,7 +8,6 @@ a ``shard-NNNNN.sha256`` sidecar, ``ids.parquet`` (one id per row), and ``manife
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -88,23 +87,6 @@ class GradientStore:
         for shard in self.shards():
             total += shard.astype(np.float64).sum(axis=0)
         return total / max(self.n, 1)
-
-    def trajectories(self, checkpoint_weights: Sequence[float] | None = None,
-                     dtype: str = "float32") -> np.ndarray:
-        """All rows as one (n, checkpoints * dim) array, each checkpoint block scaled."""
-        weights = np.ones(self.checkpoints) if checkpoint_weights is None else np.asarray(
-            checkpoint_weights, dtype=np.float64)
-        if weights.shape != (self.checkpoints,):
-            raise CurationError(
-                f"checkpoint_weights needs {self.checkpoints} values, got {weights.shape[0]}"
-            )
-        out = np.empty((self.n, self.checkpoints * self.dim), dtype=dtype)
-        start = 0
-        for shard in self.shards():
-            block = shard.astype(np.float32) * weights[None, :, None].astype(np.float32)
-            out[start:start + len(shard)] = block.reshape(len(shard), -1)
-            start += len(shard)
-        return out
 
     def last_build_stats(self) -> dict | None:
         """Timing of the last build call that computed shards here (not part of the manifest)."""
