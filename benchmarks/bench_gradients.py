@@ -46,11 +46,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curation.gradients import (  # noqa: E402
+from curation.gradients import per_example_gradient_blocks, per_example_gradients  # noqa: E402
+from curation.projectors import (  # noqa: E402
     GaussianProjector,
     HadamardProjector,
-    per_example_gradient_blocks,
-    per_example_gradients,
     projection_distortion,
 )
 from curation.proxy import ProxySpec, WarmupConfig, parameter_names, warmup  # noqa: E402

@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curation.demo_data import ScenarioConfig, build_scenario  # noqa: E402
 from curation.embed import input_matrix  # noqa: E402
 from curation.evaluate import EvalConfig, evaluate_subset  # noqa: E402
-from curation.gradients import GaussianProjector, per_example_gradients  # noqa: E402
+from curation.gradients import per_example_gradients  # noqa: E402
 from curation.pool import validate_table  # noqa: E402
+from curation.projectors import GaussianProjector  # noqa: E402
 from curation.proxy import parameter_names  # noqa: E402
 from curation.pursuit import pursuit  # noqa: E402
 from curation.selectors import make_selector, resolve_budget  # noqa: E402

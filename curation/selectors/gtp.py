@@ -8,10 +8,10 @@ If the residual has no positive correlation left before the budget is spent, the
 filled by cosine similarity to the target (weight 0) and ``info['n_pursuit']`` says how many
 picks came from pursuit.
 
-The pool store's float16 shards are read in place (memory-mapped per pass, see
-``curation.pursuit.MappedRows``); no float32 copy of the store is made, for either checkpoint
-weighting: a weight per checkpoint is a per-column scale of the atoms, applied inside the
-pursuit. Scale options: ``refresh > 1`` is the lazy-greedy pursuit (a full pass over the pool
+The pool store's float16 shards are read in place (``GradientStore.atoms``: memory-mapped
+per pass, see ``curation.pursuit.MappedRows``); no float32 copy of the store is made, for either
+checkpoint weighting: a weight per checkpoint is a per-column scale of the atoms, applied inside
+the pursuit. Scale options: ``refresh > 1`` is the lazy-greedy pursuit (a full pass over the pool
 at most every ``refresh`` steps; approximate); ``shards > 1`` scores the pool in that many
 tasks per pass (``curation.pursuit.sharded_pursuit``), on the Dask cluster at ``scheduler`` if
 one is given (its workers must see the store's directory). Sharding and the scheduler change
@@ -62,7 +62,7 @@ class GTPSelector(Selector):
 
         store = inputs.pool_store(self.feature_kind)
         scale = checkpoint_scale(store, self.checkpoint_weighting)
-        atoms = store_atoms(store)
+        atoms = store.atoms()
         target = inputs.target_store("sgd").mean().reshape(-1)
         if scale is not None:
             target = target * scale
@@ -90,13 +90,6 @@ class GTPSelector(Selector):
         return picked, chosen_weights, scores, {
             "n_pursuit": n_pursuit, "relative_residual": float(residual),
             "passes": int(result.passes)}
-
-
-def store_atoms(store: GradientStore) -> list:
-    """The store's shards as ``MappedRows`` (rows = flattened (checkpoints * dim) trajectories)."""
-    from curation.pursuit import MappedRows
-
-    return [MappedRows(str(store.directory / shard["file"])) for shard in store.manifest["shards"]]
 
 
 def checkpoint_scale(store: GradientStore, weighting: str) -> np.ndarray | None:

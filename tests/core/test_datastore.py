@@ -16,13 +16,14 @@ import torch
 
 from curation.datastore import (
     DatastoreSpec,
-    _shard_task,
     build_datastore,
     open_datastore,
     verify_datastore,
 )
+from curation.datastore.dask import shard_task
 from curation.errors import CurationError
-from curation.gradients import HadamardProjector, adam_features, per_example_gradients
+from curation.gradients import adam_features, per_example_gradients
+from curation.projectors import HadamardProjector
 from curation.proxy import ProxySpec, WarmupConfig, parameter_names, warmup
 from tests.conftest import REPO
 
@@ -62,12 +63,14 @@ def test_build_and_open_round_trip(tmp_path, proxy_and_data, kind):
     np.save(saved, np.asarray(opened.shard(2)))
     assert saved.getvalue() == (tmp_path / "s" / "shard-00002.npy").read_bytes()
     assert list(opened.ids[:2]) == ["e0", "e1"]
-    traj = opened.trajectories([1.0, 2.0, 0.0])
-    assert traj.shape == (90, 48)
+    # Atoms read each row as its flattened trajectory, one dim-wide block per checkpoint; a
+    # per-column scale (as GTP weights checkpoints) scales exactly that checkpoint's block.
+    rows = np.concatenate([atom.open() for atom in opened.atoms()]).astype(np.float32)
+    assert rows.shape == (90, 48)
+    traj = rows * np.repeat(np.float32([1.0, 2.0, 0.0]), 16)
     np.testing.assert_allclose(traj[:32, 16:32], 2 * opened.shard(0)[:, 1].astype(np.float32))
     assert not traj[:, 32:].any()
-    np.testing.assert_allclose(opened.mean(), opened.trajectories().reshape(90, 3, 16).mean(0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(opened.mean(), rows.reshape(90, 3, 16).mean(0), rtol=1e-6)
     assert opened.nbytes == sum((tmp_path / "s" / s["file"]).stat().st_size
                                 for s in opened.manifest["shards"])
 
@@ -214,7 +217,7 @@ def test_shard_tasks_in_concurrent_threads_give_the_same_bytes(tmp_path, proxy_a
     (tmp_path / "threads").mkdir()
     jobs = [(i, start) for i, start in enumerate((0, 32, 64))] * 4
     with ThreadPoolExecutor(max_workers=4) as pool:
-        digests = list(pool.map(lambda job: _shard_task(
+        digests = list(pool.map(lambda job: shard_task(
             proxy, spec, x[job[1]:job[1] + 32], y[job[1]:job[1] + 32],
             str(tmp_path / "threads" / f"shard-{job[0]:05d}.npy")), jobs))
     assert digests == [s["sha256"] for s in local.manifest["shards"]] * 4
@@ -297,7 +300,7 @@ def test_float16_overflow_is_a_clear_error(tmp_path, proxy_and_data):
         build_datastore(proxy, huge, y, ids, tmp_path / "s", DatastoreSpec(dim=16, shard_size=32))
     store = build_datastore(proxy, huge, y, ids, tmp_path / "f32",
                             DatastoreSpec(dim=16, shard_size=32, dtype="float32"))
-    assert np.isfinite(store.trajectories()).all()
+    assert all(np.isfinite(shard).all() for shard in store.shards())
 
 
 def test_inputs_not_matching_the_proxy_are_refused(tmp_path, proxy_and_data):

@@ -42,6 +42,13 @@ def _inputs(tmp_path, seed: int = 0, n: int = 700, checkpoints: int = 3, dim: in
         target_store
 
 
+def _float32_copy(store: GradientStore, weights) -> np.ndarray:
+    """All rows as one float32 (n, checkpoints * dim) array, each checkpoint block scaled."""
+    scale = np.ones(store.checkpoints, np.float32) if weights is None else np.float32(weights)
+    return np.concatenate([(shard.astype(np.float32) * scale[None, :, None]).reshape(len(shard), -1)
+                           for shard in store.shards()])
+
+
 @pytest.mark.parametrize("weighting", ["uniform", "lr"])
 def test_reads_the_store_in_place_and_matches_its_float32_trajectories(tmp_path, monkeypatch,
                                                                      weighting: str) -> None:
@@ -49,15 +56,23 @@ def test_reads_the_store_in_place_and_matches_its_float32_trajectories(tmp_path,
     lrs = pool_store.checkpoint_lrs
     weights = lrs / lrs.sum() if weighting == "lr" else None
     # the reference: the old route through a float32 copy of every trajectory
-    atoms = pool_store.trajectories(weights)
-    target = target_store.trajectories(weights).astype(np.float64).mean(axis=0)
+    atoms = _float32_copy(pool_store, weights)
+    target = _float32_copy(target_store, weights).astype(np.float64).mean(axis=0)
     expected = pursuit(atoms, target, 40)
 
-    def no_copy(*args, **kwargs):
-        raise AssertionError("GTP must not build a float32 copy of the store")
+    load_shard, read_atoms = GradientStore.shard, GradientStore.atoms
+    read = []
 
-    monkeypatch.setattr(GradientStore, "trajectories", no_copy)
+    def no_copy(self, index):
+        if self.directory == pool_store.directory:
+            raise AssertionError("GTP must not build a float32 copy of the store")
+        return load_shard(self, index)
+
+    monkeypatch.setattr(GradientStore, "shard", no_copy)
+    monkeypatch.setattr(GradientStore, "atoms", lambda self: read.append(self.directory)
+                        or read_atoms(self))
     got = make_selector("gtp", checkpoint_weighting=weighting).select(inputs, 40)
+    assert read == [pool_store.directory]  # the pool is read in place, as MappedRows
     np.testing.assert_array_equal(got.indices, expected.indices)
     np.testing.assert_allclose(got.weights, expected.weights, rtol=1e-5)
     assert got.info["n_pursuit"] == 40 and got.info["passes"] >= 40

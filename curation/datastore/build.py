@@ -1,9 +1,8 @@
-"""Sharded on-disk gradient datastore.
+"""The build side of a gradient datastore: compute, write and resume its shards.
 
 Each example's *trajectory* is its projected gradient feature at every proxy checkpoint:
 an array of shape (checkpoints, dim). Rows are written in shards of ``shard_size`` examples
-as ``shard-NNNNN.npy`` (float16 by default), and a ``manifest.json`` records shape, dtype,
-projection, checkpoint hashes and a sha256 per shard. Opening a store memory-maps the shards.
+(float16 by default) in the format of ``curation.datastore.store``.
 
 Memory
     A shard is computed batch by batch (``batch_size`` examples, every checkpoint) and each
@@ -29,17 +28,7 @@ Resume
     refused; a lock on ``.lock`` refuses two builds into one directory at once.
 
 Where shards run
-    In-process by default. With ``scheduler`` (a ``dask.distributed`` scheduler address)
-    each missing shard is one task: the worker computes it, writes the file and its sidecar
-    itself, and returns only the sha256. Workers write rather than return arrays because a
-    shard holds ``shard_size * checkpoints * dim`` values (64 MiB at the defaults) that would
-    otherwise travel to the client and sit in its memory; written in place, a finished shard
-    also survives a crash of the client. So the output directory and the proxy checkpoints
-    must be on a filesystem the workers share (a shard the client cannot see afterwards is an
-    error naming it). At most two tasks per worker thread are in flight, which bounds the
-    client's memory when the inputs are a memmap larger than memory. The bytes do not depend
-    on where a shard ran (a test compares a ``LocalCluster`` build with an in-process one);
-    the scheduler is therefore not part of the manifest or of the build claim.
+    In-process by default; with ``scheduler``, on Dask workers (``curation.datastore.dask``).
 """
 
 from __future__ import annotations
@@ -48,35 +37,23 @@ import fcntl
 import hashlib
 import json
 import os
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from curation.datastore.store import DTYPES, FORMAT_VERSION, STATS_FILE, GradientStore
 from curation.errors import CurationError
-from curation.gradients import (
-    FEATURE_KINDS,
-    PROJECTORS,
-    adam_features,
-    make_projector,
-    per_example_gradient_blocks,
-)
+from curation.gradients import FEATURE_KINDS, adam_features, per_example_gradient_blocks
 from curation.io import atomic_path, sha256_file, write_atomic, write_json, write_parquet
-
-FORMAT_VERSION = 1
-DTYPES = ("float16", "float32")
-STATS_FILE = "build-stats.json"
+from curation.projectors import PROJECTORS, make_projector
 
 
 class TrainedProxy(Protocol):
@@ -164,121 +141,6 @@ class BuildReport:
         return self.rows_computed / max(self.seconds, 1e-9) if self.rows_computed else None
 
 
-@dataclass(frozen=True)
-class GradientStore:
-    """An opened datastore: shards are memory-mapped, nothing is loaded until asked."""
-
-    directory: Path
-    manifest: dict
-    report: BuildReport | None = field(default=None, compare=False)
-
-    @property
-    def n(self) -> int:
-        return self.manifest["n"]
-
-    @property
-    def checkpoints(self) -> int:
-        return len(self.manifest["proxy_checkpoints"])
-
-    @property
-    def dim(self) -> int:
-        return self.manifest["dim"]
-
-    @property
-    def store_id(self) -> str:
-        return self.manifest["datastore_id"]
-
-    @property
-    def checkpoint_lrs(self) -> np.ndarray:
-        return np.asarray(self.manifest["checkpoint_lrs"], dtype=np.float64)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the shard files on disk."""
-        return sum((self.directory / s["file"]).stat().st_size for s in self.manifest["shards"])
-
-    @cached_property
-    def ids(self) -> np.ndarray:
-        table = pq.read_table(self.directory / "ids.parquet")
-        return np.asarray(table.column("id").to_pylist(), dtype=object)
-
-    def shard(self, index: int) -> np.ndarray:
-        """Shard ``index`` as a read-only memmap of shape (rows, checkpoints, dim)."""
-        return np.load(self.directory / self.manifest["shards"][index]["file"], mmap_mode="r")
-
-    def shards(self) -> list[np.ndarray]:
-        return [self.shard(i) for i in range(len(self.manifest["shards"]))]
-
-    def mean(self) -> np.ndarray:
-        """Mean trajectory over all rows, (checkpoints, dim) in float64, streamed by shard."""
-        total = np.zeros((self.checkpoints, self.dim), dtype=np.float64)
-        for shard in self.shards():
-            total += shard.astype(np.float64).sum(axis=0)
-        return total / max(self.n, 1)
-
-    def trajectories(self, checkpoint_weights: Sequence[float] | None = None,
-                     dtype: str = "float32") -> np.ndarray:
-        """All rows as one (n, checkpoints * dim) array, each checkpoint block scaled."""
-        weights = np.ones(self.checkpoints) if checkpoint_weights is None else np.asarray(
-            checkpoint_weights, dtype=np.float64)
-        if weights.shape != (self.checkpoints,):
-            raise CurationError(
-                f"checkpoint_weights needs {self.checkpoints} values, got {weights.shape[0]}"
-            )
-        out = np.empty((self.n, self.checkpoints * self.dim), dtype=dtype)
-        start = 0
-        for shard in self.shards():
-            block = shard.astype(np.float32) * weights[None, :, None].astype(np.float32)
-            out[start:start + len(shard)] = block.reshape(len(shard), -1)
-            start += len(shard)
-        return out
-
-    def last_build_stats(self) -> dict | None:
-        """Timing of the last build call that computed shards here (not part of the manifest)."""
-        path = self.directory / STATS_FILE
-        return json.loads(path.read_text()) if path.exists() else None
-
-
-def read_manifest(directory: str | Path) -> dict:
-    """The manifest of the datastore in ``directory``, format checked."""
-    path = Path(directory) / "manifest.json"
-    if not path.exists():
-        raise CurationError(f"datastore manifest not found: {path}")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CurationError(f"{path}: not valid JSON ({exc})") from None
-    if manifest.get("format") != FORMAT_VERSION:
-        raise CurationError(f"{path}: unsupported datastore format {manifest.get('format')}")
-    return manifest
-
-
-def verify_datastore(directory: str | Path, checksums: bool = True) -> list[str]:
-    """Problems of the store in ``directory``, one line per bad shard; empty if it is sound."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    problems = []
-    for shard in manifest["shards"]:
-        path = directory / shard["file"]
-        if not path.exists():
-            problems.append(f"datastore shard missing: {path}")
-        elif checksums and sha256_file(path) != shard["sha256"]:
-            problems.append(f"datastore shard corrupted (sha256 mismatch): {path}")
-    if not (directory / "ids.parquet").exists():
-        problems.append(f"datastore ids missing: {directory / 'ids.parquet'}")
-    return problems
-
-
-def open_datastore(directory: str | Path, verify: bool = True) -> GradientStore:
-    """Open a datastore; a missing or corrupted shard is an error naming the shard."""
-    directory = Path(directory)
-    problems = verify_datastore(directory, checksums=verify)
-    if problems:
-        raise CurationError(problems[0] if len(problems) == 1 else
-                            f"{problems[0]} (and {len(problems) - 1} more problems)")
-    return GradientStore(directory, read_manifest(directory))
-
-
 def build_datastore(proxy: TrainedProxy, inputs: np.ndarray, labels: np.ndarray, ids: Sequence[str],
                     out_dir: str | Path, spec: DatastoreSpec = DatastoreSpec(),
                     pool_id: str = "", progress: bool = False,
@@ -290,6 +152,9 @@ def build_datastore(proxy: TrainedProxy, inputs: np.ndarray, labels: np.ndarray,
     """
     out_dir = Path(out_dir)
     if scheduler is not None:
+        # Imported here: the Dask module builds on this one's shard writer.
+        from curation.datastore.dask import check_scheduler, compute_on_dask
+
         check_scheduler(scheduler)
     if len(inputs) != len(labels) or len(inputs) != len(ids):
         raise CurationError("datastore inputs, labels and ids must have the same length")
@@ -306,13 +171,13 @@ def build_datastore(proxy: TrainedProxy, inputs: np.ndarray, labels: np.ndarray,
         _claim_directory(out_dir, build)
         for stale in out_dir.glob(".*.tmp"):  # temp files of a killed build: never complete
             stale.unlink()
-        computer = _FeatureComputer(proxy, spec)
+        computer = FeatureComputer(proxy, spec)
         bounds = [(s, min(s + spec.shard_size, len(inputs)))
                   for s in range(0, len(inputs), spec.shard_size)]
         shape = (len(proxy.checkpoints), spec.dim)
         digests: dict[int, str] = {}
         for index, (start, stop) in enumerate(bounds):
-            digest = _finished_shard(_shard_path(out_dir, index), (stop - start, *shape), spec.dtype)
+            digest = _finished_shard(shard_path(out_dir, index), (stop - start, *shape), spec.dtype)
             if digest is not None:
                 digests[index] = digest
         reused = tuple(sorted(digests))
@@ -323,15 +188,15 @@ def build_datastore(proxy: TrainedProxy, inputs: np.ndarray, labels: np.ndarray,
             if scheduler is None:
                 for index in missing:
                     start, stop = bounds[index]
-                    digests[index] = _write_shard(_shard_path(out_dir, index), computer,
-                                                  inputs[start:stop], labels[start:stop],
-                                                  bar.update)
+                    digests[index] = write_shard(shard_path(out_dir, index), computer,
+                                                 inputs[start:stop], labels[start:stop],
+                                                 bar.update)
             else:
-                digests.update(_compute_on_dask(scheduler, proxy, spec, inputs, labels, bounds,
-                                                missing, out_dir, bar))
+                digests.update(compute_on_dask(scheduler, proxy, spec, inputs, labels, bounds,
+                                               missing, out_dir, bar))
         write_parquet(out_dir / "ids.parquet", pa.table({"id": pa.array(list(ids), pa.string())}))
         manifest = _manifest(proxy, spec, computer, len(inputs), pool_id, [
-            {"file": _shard_path(out_dir, i).name, "rows": list(bounds[i]), "sha256": digests[i]}
+            {"file": shard_path(out_dir, i).name, "rows": list(bounds[i]), "sha256": digests[i]}
             for i in range(len(bounds))])
         write_json(out_dir / "manifest.json", manifest)
         report = BuildReport(tuple(missing), reused, rows_missing,
@@ -342,7 +207,7 @@ def build_datastore(proxy: TrainedProxy, inputs: np.ndarray, labels: np.ndarray,
     return GradientStore(out_dir, manifest, report)
 
 
-def _manifest(proxy: TrainedProxy, spec: DatastoreSpec, computer: _FeatureComputer, n: int,
+def _manifest(proxy: TrainedProxy, spec: DatastoreSpec, computer: FeatureComputer, n: int,
               pool_id: str, shards: list[dict]) -> dict:
     manifest = {
         "format": FORMAT_VERSION, "n": n, "dim": spec.dim, "dtype": spec.dtype,
@@ -361,7 +226,7 @@ def _manifest(proxy: TrainedProxy, spec: DatastoreSpec, computer: _FeatureComput
     return manifest
 
 
-class _FeatureComputer:
+class FeatureComputer:
     """Projected features of a batch of examples at every checkpoint of a proxy."""
 
     def __init__(self, proxy: TrainedProxy, spec: DatastoreSpec) -> None:
@@ -404,12 +269,13 @@ class _FeatureComputer:
                 yield out
 
 
-def _shard_path(out_dir: Path, index: int) -> Path:
+def shard_path(out_dir: Path, index: int) -> Path:
+    """Where shard ``index`` of the store in ``out_dir`` is written."""
     return out_dir / f"shard-{index:05d}.npy"
 
 
-def _write_shard(path: Path, computer: _FeatureComputer, inputs: np.ndarray,
-                 labels: np.ndarray, on_rows: Callable[[int], object] | None = None) -> str:
+def write_shard(path: Path, computer: FeatureComputer, inputs: np.ndarray,
+                labels: np.ndarray, on_rows: Callable[[int], object] | None = None) -> str:
     """Compute a shard into a temp file, fsync, rename; then write its sha256 sidecar.
 
     Batches are appended to the file as they are computed (C order makes them consecutive
@@ -461,88 +327,6 @@ def _finished_shard(path: Path, shape: tuple[int, ...], dtype: str) -> str | Non
     except (ValueError, OSError):
         return None
     return digest if array.shape == shape and array.dtype == np.dtype(dtype) else None
-
-
-# Feature computers kept per worker thread, so Dask tasks of one build load the proxy once per
-# thread. Never shared between threads: functional_call swaps a module's parameters while it
-# runs, and two tasks on one module at once computed wrong gradients.
-_LOCAL = threading.local()
-
-
-def _shard_task(proxy: TrainedProxy, spec: DatastoreSpec, inputs: np.ndarray, labels: np.ndarray,
-                path: str) -> str:
-    """One shard, computed and written where this runs (a Dask worker); returns its sha256."""
-    key = json.dumps({"proxy": [[c.sha256, str(c.model_path)] for c in proxy.checkpoints],
-                      "spec": asdict(spec)}, sort_keys=True)
-    cached = getattr(_LOCAL, "computer", None)
-    if cached is None or cached[0] != key:
-        _LOCAL.computer = cached = (key, _FeatureComputer(proxy, spec))
-    computer = cached[1]
-    return _write_shard(Path(path), computer, inputs, labels)
-
-
-def _compute_on_dask(scheduler: str, proxy: TrainedProxy, spec: DatastoreSpec, inputs: np.ndarray,
-                     labels: np.ndarray, bounds: list[tuple[int, int]], missing: list[int],
-                     out_dir: Path, bar: tqdm) -> dict[int, str]:
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise CurationError("a Dask 'scheduler' needs dask.distributed: "
-                            "pip install 'dask[distributed]'") from None
-    try:
-        client = Client(scheduler, timeout=30, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise CurationError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
-    token = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:12]
-    digests: dict[int, str] = {}
-    with client:
-        # An adaptive cluster may have no workers until tasks arrive: still submit two.
-        threads = max(1, sum(client.nthreads().values()))
-        queue = iter(missing)
-        index_of = {}
-
-        def submit() -> object | None:
-            index = next(queue, None)
-            if index is None:
-                return None
-            start, stop = bounds[index]
-            future = client.submit(
-                _shard_task, proxy, spec, np.asarray(inputs[start:stop]),
-                np.asarray(labels[start:stop]), str(_shard_path(out_dir, index)), pure=False,
-                key=f"gradient-shard-{token}-{index:05d}-{time.time_ns()}")
-            index_of[future.key] = index
-            return future
-
-        first = [f for f in (submit() for _ in range(2 * threads)) if f is not None]
-        running = as_completed(first, loop=client.loop)
-        for future in running:
-            index = index_of.pop(future.key)
-            digest = future.result()
-            path = _shard_path(out_dir, index)
-            if not path.exists():
-                raise CurationError(
-                    f"a Dask worker wrote {path.name} but it is not visible at {path}: the "
-                    "workers must share the output directory with this machine")
-            digests[index] = digest
-            bar.update(bounds[index][1] - bounds[index][0])
-            following = submit()
-            if following is not None:
-                running.add(following)
-    return digests
-
-
-def check_scheduler(address: str) -> None:
-    """Fail fast on a malformed or refused TCP address (a Client would retry for 30 s)."""
-    from distributed.comm.addressing import parse_address, parse_host_port
-
-    try:
-        scheme, location = parse_address(address)
-        if scheme != "tcp":
-            return
-        host, port = parse_host_port(location)
-        socket.create_connection((host, port), timeout=5).close()
-    except (OSError, ValueError, TypeError) as exc:
-        raise CurationError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
 
 
 def _claim_directory(out_dir: Path, build: dict) -> None:
