@@ -18,11 +18,6 @@ from resources import ArtifactStore, CatalogResource
 
 SELECTOR_CONFIGS = dg.DynamicPartitionsDefinition(name="selector_config")
 
-# Produced by the shared graph (pipelines.definitions); declared here as external assets.
-UPSTREAM = {"raw_pool": "data", "target_set": "data", "model_inputs": "data",
-            "warmup_proxy": "proxy", "gradient_datastore": "gradients",
-            "target_gradients": "gradients"}
-
 
 @dg.asset(partitions_def=SELECTOR_CONFIGS, kinds={"parquet", "duckdb"}, group_name="subsets",
           description="The subset one selector config picks, keyed by the config's canonical "

@@ -1,7 +1,7 @@
 """Start ``dagster dev`` on 127.0.0.1, load the asset graph in headless Chromium, save a screenshot.
 
 ``make ui-check`` runs this with the project's ``$DAGSTER_HOME``. It fails (non-zero exit, one
-line saying why) if the server does not serve both code locations, if Chromium is missing or
+line saying why) if the server does not serve the whole asset graph, if Chromium is missing or
 fails, or if the rendered page does not show the asset graph. Chromium is not needed by
 ``make test``; install it with ``apt-get install -y chromium``.
 """
@@ -70,7 +70,7 @@ def main() -> None:
 
 
 def _wait_for_graph(port: int, timeout: float) -> set[str]:
-    """Asset keys served by the webserver, once both code locations have loaded."""
+    """Asset keys served by the webserver, once the code location has loaded."""
     keys = wait_for_asset_keys(port, timeout, EXPECTED)
     if not keys:
         sys.exit(f"ui-check: dagster dev did not answer on port {port} within {timeout:.0f} s")

@@ -8,9 +8,11 @@ def test_definitions_load_with_the_whole_graph():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"raw_pool", "target_set", "test_set", "model_inputs", "warmup_proxy",
                     "gradient_datastore", "target_gradients", "scored_subsets",
-                    "subset_evaluation", "benchmark_report"}
+                    "subset_evaluation", "benchmark_report", "scored_subset", "dataset_release",
+                    "distilled_set"}
     job = defs.resolve_job_def("demo_job")
     assert isinstance(job, dg.JobDefinition)
+    assert isinstance(defs.resources["io_manager"], dg.FilesystemIOManager)
 
 
 @pytest.mark.parametrize("op, config, field", [
@@ -37,33 +39,39 @@ def test_list_choices_are_validated_by_name():
     assert SelectionConfig().methods == ["random", "less", "el2n", "gtp"]
 
 
-def test_shared_location_has_no_partitioned_asset_so_select_star_needs_no_partition():
-    """The design constraint behind the two code locations (DESIGN.md)."""
+def _selected(job: str) -> set[str]:
+    return {k.to_user_string() for k in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
+
+
+def test_unpartitioned_jobs_need_no_partition_key():
+    """demo_job and refresh_job leave the per-config (partitioned) assets to their own jobs."""
     graph = defs.resolve_asset_graph()
-    assert all(graph.get(k).partitions_def is None for k in graph.materializable_asset_keys)
+    unpartitioned = {k.to_user_string() for k in graph.materializable_asset_keys
+                     if graph.get(k).partitions_def is None}
+    assert _selected("refresh_job") == unpartitioned - {"benchmark_report"}
+    assert _selected("demo_job") == unpartitioned - {"benchmark_report"}
+    for key in graph.materializable_asset_keys:
+        if key.to_user_string() not in unpartitioned:
+            assert graph.get(key).partitions_def.name == "selector_config"
+    # What `make materialize` selects by string is the same set.
+    assert unpartitioned == {k.to_user_string() for k in dg.AssetSelection.from_string(
+        "not (group:subsets or group:releases)").resolve(graph)}
+
+
+def test_checks_schedules_and_sensors():
+    graph = defs.resolve_asset_graph()
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == {("raw_pool", "ids_unique"), ("gradient_datastore", "finite_gradients"),
                       ("gradient_datastore", "shape_matches_pool"),
                       ("target_gradients", "finite_gradients"),
                       ("scored_subsets", "ids_unique"), ("scored_subsets", "budget_respected"),
-                      ("scored_subsets", "lineage_complete")}
+                      ("scored_subsets", "lineage_complete"),
+                      ("scored_subset", "ids_unique"), ("scored_subset", "budget_respected"),
+                      ("scored_subset", "lineage_complete")}
+    per_config = [c for c in defs.asset_checks
+                  if any(s.asset_key.to_user_string() == "scored_subset" for s in c.check_specs)]
+    assert per_config and all(spec.blocking for c in per_config for spec in c.check_specs)
     assert {s.name for s in defs.schedules} == {"nightly_refresh"}
-    assert {s.name for s in defs.sensors} == {"new_pool_files"}
-    refresh = defs.resolve_job_def("refresh_job")
-    assert {k.to_user_string() for k in refresh.asset_layer.selected_asset_keys} == \
-        {k.to_user_string() for k in graph.materializable_asset_keys} - {"benchmark_report"}
-
-
-def test_subsets_location_partitions_by_config_hash_and_reads_the_shared_graph():
-    from pipelines.subsets import defs as subsets
-
-    graph = subsets.resolve_asset_graph()
-    materializable = {k.to_user_string() for k in graph.materializable_asset_keys}
-    assert materializable == {"scored_subset", "dataset_release", "distilled_set"}
-    for key in graph.materializable_asset_keys:
-        assert graph.get(key).partitions_def.name == "selector_config"
-    external = {k.to_user_string() for k in graph.get_all_asset_keys()} - materializable
-    assert external == {"raw_pool", "target_set", "test_set", "model_inputs", "warmup_proxy",
-                        "gradient_datastore", "target_gradients"}
-    assert all(spec.blocking for check in subsets.asset_checks for spec in check.check_specs)
-    assert {j.name for j in subsets.jobs} == {"subset_job", "release_job"}
+    assert {s.name for s in defs.sensors} == {"new_pool_files", "new_selector_configs"}
+    assert _selected("subset_job") == {"scored_subset"}
+    assert _selected("release_job") == {"scored_subset", "dataset_release"}

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from assets.distill import DistilledSetConfig, distilled_set
-from assets.subset import SELECTOR_CONFIGS, UPSTREAM, scored_subset
+from assets.subset import SELECTOR_CONFIGS, scored_subset
 from curation.catalog import Catalog
+from tests.assets.conftest import UPSTREAM
 
 ASSETS = [*(dg.AssetSpec(k) for k in [*UPSTREAM, "test_set"]), scored_subset, distilled_set]
 

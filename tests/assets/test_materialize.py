@@ -5,7 +5,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from curation.catalog import Catalog
-from pipelines.definitions import ALL_ASSETS
+from pipelines.definitions import UNPARTITIONED_ASSETS
 from resources import ArtifactStore, CatalogResource
 from tests.conftest import tiny_run_config
 
@@ -18,7 +18,7 @@ def _materialize(home: Path, run_config: dict, **kwargs) -> dg.ExecuteInProcessR
     resources = {"artifacts": ArtifactStore(root=str(home / "artifacts")),
                  "catalog": CatalogResource(path=str(home / "catalog.duckdb"))}
     with dg.instance_for_test(temp_dir=str(home / "dagster_home")) as instance:
-        return dg.materialize(ALL_ASSETS, resources=resources, run_config=run_config,
+        return dg.materialize(UNPARTITIONED_ASSETS, resources=resources, run_config=run_config,
                               instance=instance, **kwargs)
 
 

@@ -1,4 +1,4 @@
-"""The per-config code location: partitions by config hash, releases, parallel writers."""
+"""The per-config assets: partitions by config hash, releases, parallel writers."""
 
 import subprocess
 import time
@@ -9,11 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.release import dataset_release
-from assets.subset import SELECTOR_CONFIGS, UPSTREAM, scored_subset, scored_subset_checks
+from assets.subset import SELECTOR_CONFIGS, scored_subset, scored_subset_checks
 from curation.catalog import Catalog
 from curation.lineage import config_hash
-from pipelines.subsets import MAX_RUNS_PER_TICK, new_selector_configs
+from pipelines.per_config import MAX_RUNS_PER_TICK, new_selector_configs
 from resources import CatalogResource, DvcRepository
+from tests.assets.conftest import UPSTREAM
 from tests.conftest import REPO, init_dvc_repo
 
 SUBSET_ASSETS = [*(dg.AssetSpec(k) for k in UPSTREAM), scored_subset, scored_subset_checks]
@@ -146,7 +147,7 @@ def test_parallel_materializations_lose_no_catalog_rows(materialized):
         "dagster")
     started = time.monotonic()
     processes = [subprocess.Popen(
-        [str(dagster), "asset", "materialize", "-m", "pipelines.subsets",
+        [str(dagster), "asset", "materialize", "-m", "pipelines.definitions",
          "--select", "scored_subset", "--partition", key],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for key in keys]

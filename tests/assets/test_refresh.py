@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from pipelines.definitions import defs
-from pipelines.operations import new_pool_files, nightly_refresh
+from pipelines.refresh import new_pool_files, nightly_refresh
 from resources import PoolDropbox
 
 

@@ -1,21 +1,20 @@
-"""The per-config code location: ``scored_subset[config]``, ``dataset_release[config]`` and
-``distilled_set[config]``.
+"""The per-config part of the graph: jobs and the sensor for ``scored_subset[config]``,
+``dataset_release[config]`` and ``distilled_set[config]``.
 
-All are partitioned by ``selector_config`` (dynamic partitions keyed by the canonical config
-hash). Their inputs come from the shared location (``pipelines.definitions``): they are
-declared here as external assets and loaded through the same IO manager storage in
-``$DAGSTER_HOME``. A sensor turns every config registered in the catalog into a partition and
+These assets are partitioned by ``selector_config`` (dynamic partitions keyed by the canonical
+config hash). A sensor turns every config registered in the catalog into a partition and
 materializes its subset; releases are cut on demand with ``release_job`` and a version.
 """
 
 import dagster as dg
 
-from assets.distill import distilled_set
-from assets.release import dataset_release
-from assets.subset import SELECTOR_CONFIGS, UPSTREAM, scored_subset, scored_subset_checks
-from resources import ArtifactStore, CatalogResource, DvcRepository
+from assets.subset import SELECTOR_CONFIGS, scored_subset
+from resources import CatalogResource
 
 MAX_RUNS_PER_TICK = 4
+
+# The partitioned assets, by group: kept out of the unpartitioned jobs (which have no key).
+PER_CONFIG_GROUPS = ("subsets", "releases")
 
 subset_job = dg.define_asset_job(
     "subset_job", selection=dg.AssetSelection.assets(scored_subset),
@@ -23,7 +22,7 @@ subset_job = dg.define_asset_job(
     description="Materialize (and check) the subset of one selector config.")
 
 release_job = dg.define_asset_job(
-    "release_job", selection=dg.AssetSelection.assets(scored_subset, dataset_release),
+    "release_job", selection=dg.AssetSelection.assets(scored_subset, "dataset_release"),
     partitions_def=SELECTOR_CONFIGS,
     description="Re-check a config's subset and release it as a DVC-versioned dataset; "
                 "the blocking checks on scored_subset stop a bad subset from being released. "
@@ -43,14 +42,3 @@ def new_selector_configs(context: dg.SensorEvaluationContext, catalog: CatalogRe
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=key, run_key=key) for key in new],
         dynamic_partitions_requests=[SELECTOR_CONFIGS.build_add_request(new)])
-
-
-defs = dg.Definitions(
-    assets=[*(dg.AssetSpec(key, group_name=group) for key, group in UPSTREAM.items()),
-            dg.AssetSpec("test_set", group_name="data"), scored_subset, dataset_release,
-            distilled_set],
-    asset_checks=[scored_subset_checks],
-    jobs=[subset_job, release_job],
-    sensors=[new_selector_configs],
-    resources={"artifacts": ArtifactStore(), "catalog": CatalogResource(), "dvc": DvcRepository()},
-)
