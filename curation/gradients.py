@@ -20,7 +20,8 @@ Feature kinds
     ``sgd`` (the plain gradient) and ``adam`` (the Adam update direction from the
     checkpoint's moments, as LESS computes it for training examples; no bias correction, as in
     LESS). Plain gradients are the default for pursuit: Adam directions share the momentum term
-    and are nearly collinear across examples (DESIGN.md, measured findings).
+    and are nearly collinear across examples (mean pairwise cosine 0.7-0.85 against 0.01-0.03
+    for plain gradients on 20 Newsgroups, docs/architecture.md).
 """
 
 from __future__ import annotations

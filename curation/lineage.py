@@ -19,7 +19,7 @@ from typing import Any
 
 import curation
 
-# Keys every selection lineage carries (DESIGN.md data contract).
+# Keys every selection lineage carries (the selection data contract, docs/architecture.md).
 REQUIRED_KEYS = ("selector", "config", "config_hash", "k", "n_pool", "datastore_id",
                  "proxy_checkpoints", "pool_id", "code_version", "created_at")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -74,7 +74,7 @@ def code_version() -> dict:
 def selection_lineage(selector_config: dict, *, budget: float, k: int, pool_id: str,
                       datastore_id: str | None, proxy_checkpoints: list[str],
                       target_id: str | None = None, n_pool: int | None = None) -> dict:
-    """The lineage record stored beside a selection (DESIGN.md data contract)."""
+    """The lineage record stored beside a selection (the selection data contract, docs/architecture.md)."""
     config = {**selector_config, "budget": budget}
     return {
         "selector": selector_config["selector"],
