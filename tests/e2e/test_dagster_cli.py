@@ -11,6 +11,8 @@ import yaml
 from scripts.dagster_graphql import free_port, wait_for_asset_keys
 from tests.conftest import REPO, tiny_run_config
 
+pytestmark = pytest.mark.slow
+
 BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
 
 
