@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export CURATION_HOME ?= $(CURDIR)/.curation
 
-.PHONY: install demo test lint ui ui-check materialize bench bench-quality bench-lm clean
+.PHONY: install demo test test-fast lint ui ui-check materialize bench bench-quality bench-lm clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# The same minus tests marked slow (subprocesses, Dask, dagster dev, the causal LM): ~2 min.
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

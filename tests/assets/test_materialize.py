@@ -3,11 +3,14 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 
 from curation.catalog import Catalog
 from pipelines.definitions import UNPARTITIONED_ASSETS
 from resources import ArtifactStore, CatalogResource
 from tests.conftest import tiny_run_config
+
+pytestmark = pytest.mark.slow
 
 WITHOUT_BENCHMARK = dg.AssetSelection.all() - dg.AssetSelection.assets("benchmark_report")
 

@@ -135,6 +135,7 @@ def test_a_failing_blocking_check_stops_the_release(materialized, tmp_path, monk
         "version").to_pylist()
 
 
+@pytest.mark.slow
 def test_parallel_materializations_lose_no_catalog_rows(materialized):
     """Three `dagster asset materialize` processes (multiprocess executor) write at once."""
     catalog = Catalog(materialized.catalog_path)

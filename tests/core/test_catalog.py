@@ -66,6 +66,7 @@ def _write_many(path: str, worker: int) -> None:
         catalog.record_evaluation(sid, "test", [0.5, 0.6], [0, 1], 3)
 
 
+@pytest.mark.slow
 def test_concurrent_writer_processes_lose_no_rows(tmp_path):
     path = str(tmp_path / "c.duckdb")
     Catalog(path).record_pool(_pool(2, offset=10_000), "seed")

@@ -141,6 +141,7 @@ build_datastore(load_proxy(proxy_dir), data["x"], data["y"], list(data["ids"]), 
 """
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_computes_only_missing_shards(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((192, 16)).astype(np.float32)
@@ -187,6 +188,7 @@ def test_resume_after_sigkill_computes_only_missing_shards(tmp_path):
     assert open_datastore(out).n == 192
 
 
+@pytest.mark.slow
 def test_dask_workers_write_the_same_bytes(tmp_path, proxy_and_data):
     from distributed import LocalCluster
 

@@ -36,6 +36,8 @@ from curation.proxy import WarmupConfig, predict_probabilities
 from curation.selectors import make_selector
 from curation.workflow import GradientSettings, run_selection
 
+pytestmark = pytest.mark.slow
+
 TINY = LMSpec(vocab_size=300, hidden=32, layers=2, heads=2, intermediate=48, max_length=24,
               lora_rank=4)
 

@@ -191,6 +191,7 @@ def test_validation_of_scale_options(tmp_path) -> None:
                         scheduler="tcp://127.0.0.1:1")
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_equals_in_process(tmp_path, monkeypatch) -> None:
     distributed = pytest.importorskip("distributed")
     atoms, target = _gradient_like(8, n=3000, d=48)

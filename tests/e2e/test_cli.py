@@ -13,6 +13,8 @@ import pytest
 
 from curation.pool import features_table
 
+pytestmark = pytest.mark.slow
+
 CLI = [sys.executable, "-m", "curation.cli"]
 
 

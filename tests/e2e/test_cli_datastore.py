@@ -21,6 +21,7 @@ def test_datastore_help():
     assert "'all' (default" in " ".join(invoke("datastore", "build", "--help").stdout.split())
 
 
+@pytest.mark.slow
 def test_build_info_verify_and_resume(home, digits_splits):
     out = home / "store"
     args = ["datastore", "build", "--pool", digits_splits.pool, "--target", digits_splits.target,

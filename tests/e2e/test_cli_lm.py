@@ -5,8 +5,11 @@ import json
 import math
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.e2e.test_cli import run
+
+pytestmark = pytest.mark.slow
 
 
 def test_causal_lm_benchmark_scores_subsets_by_held_out_perplexity(home):

@@ -38,6 +38,7 @@ def selections(home, digits_splits) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow
 def test_release_create_list_show_refuse_and_checkout_byte_identical(home, digits_splits,
                                                                      selections):
     repo = init_dvc_repo(home / "project", home / "dvc-remote")

@@ -11,6 +11,8 @@ import yaml
 from scripts.dagster_graphql import free_port, wait_for_asset_keys
 from tests.conftest import REPO, tiny_run_config
 
+pytestmark = pytest.mark.slow
+
 # What `make materialize` selects: every asset but the per-config (partitioned) ones.
 UNPARTITIONED = "not (group:subsets or group:releases)"
 BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"

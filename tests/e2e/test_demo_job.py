@@ -1,10 +1,13 @@
 """The demo job on real text (20 Newsgroups + MiniLM embeddings), at a small size."""
 
 import dagster as dg
+import pytest
 
 from curation.report import accuracy_table
 from pipelines.demo import run
 from tests.conftest import tiny_run_config
+
+pytestmark = pytest.mark.slow
 
 
 def test_demo_job_on_targeted_text(home):

@@ -9,6 +9,8 @@ import pytest
 
 from tests.e2e.test_cli import run
 
+pytestmark = pytest.mark.slow
+
 
 def test_distill_from_a_selection_writes_the_set_and_its_evaluation(home, digits_splits):
     selection = home / "sel.parquet"
