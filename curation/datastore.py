@@ -56,7 +56,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -73,32 +72,11 @@ from curation.gradients import (
     per_example_gradient_blocks,
 )
 from curation.io import atomic_path, sha256_file, write_atomic, write_json, write_parquet
+from curation.proxies.base import TrainedProxy
 
 FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")
 STATS_FILE = "build-stats.json"
-
-
-class TrainedProxy(Protocol):
-    """What a store needs of a proxy: ``curation.proxy.Proxy`` (classifiers) and
-    ``curation.lm.LMProxy`` (causal LMs with LoRA adapters) both provide it."""
-
-    checkpoints: list
-    betas: tuple[float, float]
-    eps: float
-
-    @property
-    def in_dim(self) -> int: ...
-
-    def load_model(self, checkpoint) -> torch.nn.Module: ...
-
-    def load_moments(self, checkpoint) -> dict[str, torch.Tensor]: ...
-
-    def gradient_parameters(self, model: torch.nn.Module, which) -> list[str]: ...
-
-    def example_loss(self, output, target: torch.Tensor) -> torch.Tensor: ...
-
-    def batch(self, inputs: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)

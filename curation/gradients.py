@@ -76,7 +76,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from curation.errors import CurationError
-from curation.proxy import classification_loss
+from curation.proxies.classifier import classification_loss
 
 FEATURE_KINDS = ("sgd", "adam")
 

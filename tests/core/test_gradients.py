@@ -18,7 +18,7 @@ from curation.gradients import (
     per_example_gradients,
     projection_distortion,
 )
-from curation.proxy import ProxySpec, parameter_names
+from curation.proxies.classifier import ProxySpec, parameter_names
 
 
 def _loop_gradients(model, names, x, y):
