@@ -6,13 +6,11 @@ from pydantic import Field, field_validator
 from assets import _metadata as md
 from assets._metadata import check_choices
 from curation.benchmark import BenchmarkConfig, benchmark_id, run_benchmark, write_report
-from curation.datastore import DatastoreSpec
+from curation.config import choice
 from curation.evaluate import EvalConfig
-from curation.lm import LM_KIND
 from curation.pool import load_pool
-from curation.proxy import PROXY_KINDS, ProxySpec, WarmupConfig
+from curation.proxies import PROXY_KINDS, proxy_kind
 from curation.selectors import SELECTORS
-from curation.workflow import GradientSettings, lm_settings
 from resources import ArtifactStore
 
 
@@ -21,7 +19,7 @@ class BenchmarkReportConfig(dg.Config):
                                description="Selectors to compare.")
     budgets: list[float] = Field(default=[0.01, 0.05, 0.1], description="Budgets to compare.")
     seeds: list[int] = Field(default=[0, 1, 2], description="Whole-chain seeds.")
-    proxy: str = Field(default="linear", description=(
+    proxy: choice(PROXY_KINDS) = Field(default="linear", description=(
         "Proxy kind: linear or mlp (classifier heads, scored by test accuracy), or causal-lm "
         "(a small LM with LoRA adapters, scored by held-out perplexity; leave out el2n)."))
     dim: int = Field(default=1024, gt=0, description="Projection dimension per checkpoint.")
@@ -37,11 +35,6 @@ class BenchmarkReportConfig(dg.Config):
     def _known_methods(cls, methods: list[str]) -> list[str]:
         return check_choices(methods, tuple(SELECTORS))
 
-    @field_validator("proxy")
-    @classmethod
-    def _known_proxy(cls, proxy: str) -> str:
-        return check_choices([proxy], (*PROXY_KINDS, LM_KIND))[0]
-
 
 @dg.asset(kinds={"pytorch"}, group_name="evaluation",
           description="Selector x budget x seed grid on the pipeline's splits: mean ± std table "
@@ -49,21 +42,16 @@ class BenchmarkReportConfig(dg.Config):
 def benchmark_report(config: BenchmarkReportConfig, artifacts: ArtifactStore, raw_pool: str,
                      target_set: str, test_set: str) -> dg.Output[dict]:
     pool, target, test = load_pool(raw_pool), load_pool(target_set), load_pool(test_set)
-    if config.proxy == LM_KIND:
-        settings = lm_settings(artifacts.work_dir, pool, target, dim=config.dim,
-                               base=config.lm_base or None,
-                               pretrain_docs=0 if config.lm_base else config.pretrain_docs,
-                               train_base=True)
-    else:
-        settings = GradientSettings(ProxySpec(config.proxy), WarmupConfig(),
-                                    DatastoreSpec(dim=config.dim))
+    settings = proxy_kind(config.proxy).settings(
+        artifacts.work_dir, pool, target, dim=config.dim, base=config.lm_base or None,
+        pretrain_docs=0 if config.lm_base else config.pretrain_docs, train_base=True)
     grid = BenchmarkConfig(tuple(config.methods), tuple(config.budgets), tuple(config.seeds),
                            settings, EvalConfig(seeds=(0,), use_weights=config.use_weights))
     records = run_benchmark(pool, test, target, grid, artifacts.work_dir, progress=False)
     out_dir = artifacts.path("benchmarks", benchmark_id(pool, target, test, grid), "x").parent
     report = write_report(records, out_dir, metric=grid.metric)
     figure = md.plot_file(report["plot"])
-    label = "perplexity" if grid.language_model else "accuracy"
+    label = grid.kind.metric_label
     return dg.Output({k: str(v) for k, v in report.items() if k != "table"}, metadata={
         label: dg.MetadataValue.md(report["table"]), "plot": figure,
         "runs": len(records), "results": str(report["results"])})

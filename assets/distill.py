@@ -19,7 +19,7 @@ from assets.subset import SELECTOR_CONFIGS
 from curation.distill import DistillConfig, ExpertConfig, MatchingConfig, run_distill
 from curation.lineage import config_hash
 from curation.pool import load_pool
-from curation.proxy import ProxySpec
+from curation.proxies.classifier import ProxySpec
 from resources import ArtifactStore, CatalogResource
 
 

@@ -1,6 +1,5 @@
 """gradient_datastore and target_gradients: projected per-example gradient trajectories."""
 
-from dataclasses import replace
 from typing import Literal
 
 import dagster as dg
@@ -13,8 +12,8 @@ from assets._metadata import check_choices
 from curation.datastore import DatastoreSpec, GradientStore, parse_params
 from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS
-from curation.lm import LM_GRADIENT_BATCH, LMProxy, load_trained_proxy, proxy_inputs_of
 from curation.pool import load_pool
+from curation.proxies import kind_of, load_trained_proxy
 from curation.workflow import cached_store
 from resources import ArtifactStore, CatalogResource
 
@@ -58,11 +57,9 @@ def _build(split_path: str, inputs_path: str, proxy_dir: str, config: DatastoreC
            kinds: list[str], artifacts: ArtifactStore) -> dict[str, GradientStore]:
     data = load_pool(split_path, require_label=False)
     proxy = load_trained_proxy(proxy_dir)
-    inputs, targets = proxy_inputs_of(proxy, data, inputs_path)
-    specs = {kind: config.spec(kind) for kind in kinds}
-    if isinstance(proxy, LMProxy):
-        specs = {kind: replace(spec, batch_size=min(spec.batch_size, LM_GRADIENT_BATCH))
-                 for kind, spec in specs.items()}
+    proxy_kind = kind_of(proxy)
+    inputs, targets = proxy_kind.store_inputs(proxy, data, inputs_path)
+    specs = {kind: proxy_kind.store_spec(config.spec(kind)) for kind in kinds}
     return {kind: cached_store(artifacts.work_dir, proxy, inputs, targets, data.ids,
                                data.content_hash, spec, scheduler=config.scheduler)
             for kind, spec in specs.items()}

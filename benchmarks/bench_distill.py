@@ -49,7 +49,7 @@ from curation.embed import input_matrix  # noqa: E402
 from curation.evaluate import EvalConfig, accuracy, evaluate_subset  # noqa: E402
 from curation.io import write_atomic, write_json  # noqa: E402
 from curation.pool import Pool, load_pool  # noqa: E402
-from curation.proxy import WarmupConfig  # noqa: E402
+from curation.proxies.classifier import WarmupConfig  # noqa: E402
 from curation.selectors import make_selector  # noqa: E402
 from curation.workflow import GradientSettings, n_classes_of, run_selection  # noqa: E402
 

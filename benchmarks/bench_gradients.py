@@ -52,7 +52,7 @@ from curation.projectors import (  # noqa: E402
     HadamardProjector,
     projection_distortion,
 )
-from curation.proxy import ProxySpec, WarmupConfig, parameter_names, warmup  # noqa: E402
+from curation.proxies.classifier import ProxySpec, WarmupConfig, parameter_names, warmup  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fastest  # noqa: E402
@@ -159,7 +159,7 @@ import json, sys, threading, time
 import numpy as np
 from _common import proc_status_bytes as status
 from curation.datastore import DatastoreSpec, build_datastore
-from curation.proxy import load_proxy
+from curation.proxies.classifier import load_proxy
 
 peak_anon = [0]
 done = threading.Event()

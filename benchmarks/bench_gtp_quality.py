@@ -42,7 +42,7 @@ from curation.evaluate import EvalConfig, evaluate_subset  # noqa: E402
 from curation.gradients import per_example_gradients  # noqa: E402
 from curation.pool import validate_table  # noqa: E402
 from curation.projectors import GaussianProjector  # noqa: E402
-from curation.proxy import parameter_names  # noqa: E402
+from curation.proxies.classifier import parameter_names  # noqa: E402
 from curation.pursuit import pursuit  # noqa: E402
 from curation.selectors import make_selector, resolve_budget  # noqa: E402
 from curation.workflow import GradientSettings, cached_proxy, n_classes_of, run_selection  # noqa: E402

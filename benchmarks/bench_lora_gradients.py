@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curation.demo_data import newsgroups_frame  # noqa: E402
 from curation.gradients import per_example_gradient_blocks  # noqa: E402
-from curation.lm import (  # noqa: E402
+from curation.proxies.causal_lm import (  # noqa: E402
     LMSpec,
     adapter_names,
     build_model,

@@ -10,53 +10,62 @@ full pool is evaluated once per seed as the ``full`` reference. Results are writ
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from curation.embed import input_matrix
+from curation.config import config
 from curation.errors import CurationError
-from curation.evaluate import EvalConfig, evaluate_subset
+from curation.evaluate import EvalConfig, evaluate_subsets
 from curation.io import write_atomic, write_json
 from curation.lineage import config_hash
-from curation.lm import LMEvalConfig, LMSpec, finetune_perplexity, loss_scores, token_loss
 from curation.pool import Pool
+from curation.proxies import EvalData, ProxyKind, kind_of, unsupported_methods
+from curation.proxies.causal_lm import LMEvalConfig
 from curation.report import accuracy_plot, accuracy_table
 from curation.selectors import SELECTORS, make_selector, resolve_budget
-from curation.workflow import GradientSettings, cached_lm_proxy, run_selection
+from curation.workflow import GradientSettings, run_selection
 
 
-@dataclass(frozen=True)
+@config("benchmark")
 class BenchmarkConfig:
     """The grid: methods x budgets x seeds, plus the shared chain and evaluation settings.
 
-    ``evaluation`` trains classifiers (test accuracy); with a causal-LM proxy
-    (``settings.proxy`` an ``LMSpec``) every subset instead fine-tunes the warmed-up LM as
-    ``lm_evaluation`` says and is scored by held-out perplexity (``use_weights`` still comes
-    from ``evaluation``).
+    The proxy's kind (``settings.proxy``) says how a subset is scored: classifiers train fresh
+    models as ``evaluation`` says (test accuracy); a causal-LM proxy fine-tunes the warmed-up
+    LM as ``lm_evaluation`` says and is scored by held-out perplexity (``use_weights`` still
+    comes from ``evaluation``).
     """
 
-    methods: tuple[str, ...] = ("random", "less", "el2n", "gtp")
-    budgets: tuple[float, ...] = (0.01, 0.05, 0.1)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    settings: GradientSettings = field(default_factory=GradientSettings)
-    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(seeds=(0,)))
-    selector_options: dict[str, dict] = field(default_factory=dict)
-    lm_evaluation: LMEvalConfig = field(default_factory=LMEvalConfig)
+    # methods, budgets and seeds are checked against the data by ``validate`` (before any work).
+    methods: tuple[str, ...] = Field(default=("random", "less", "el2n", "gtp"),
+                                     description="Selectors to compare.")
+    budgets: tuple[int | float, ...] = Field(default=(0.01, 0.05, 0.1), description=(
+        "Budgets to compare: fractions of the pool (<1) or counts."))
+    seeds: tuple[int, ...] = Field(default=(0, 1, 2), description="Whole-chain seeds.")
+    settings: GradientSettings = Field(default_factory=GradientSettings, description=(
+        "The chain: proxy, warm-up, datastore (seeds replaced per run)."))
+    evaluation: EvalConfig = Field(default_factory=lambda: EvalConfig(seeds=(0,)), description=(
+        "Classifier evaluation (and use_weights for every kind)."))
+    selector_options: dict[str, dict] = Field(default_factory=dict,
+                                              description="Options per selector name.")
+    lm_evaluation: LMEvalConfig = Field(default_factory=LMEvalConfig,
+                                        description="Fine-tuning of a causal-LM proxy per subset.")
 
     @property
-    def language_model(self) -> bool:
-        return isinstance(self.settings.proxy, LMSpec)
+    def kind(self) -> ProxyKind:
+        return kind_of(self.settings.proxy)
 
     @property
     def metric(self) -> str:
-        """The record field compared across methods (lower is better for perplexity)."""
-        return "test_perplexity" if self.language_model else "test_accuracy"
+        """The record field compared across methods (the kind's; lower is better for perplexity)."""
+        return self.kind.metric
 
     def validate(self, pool_size: int, has_target: bool) -> None:
         self.check_methods()
@@ -74,48 +83,50 @@ class BenchmarkConfig:
                 f"unknown method(s) {unknown}; valid methods are {sorted(SELECTORS)}")
         if not self.seeds:
             raise CurationError("at least one seed is needed")
-        classifier_only = [m for m in self.methods if "proxy" in SELECTORS[m].needs]
-        if self.language_model and classifier_only:
-            raise CurationError(f"method(s) {classifier_only} need class predictions, which a "
-                                "causal-lm proxy does not make; leave them out of --methods")
-
-
-# Trains on a subset (pool rows, their weights) with a seed; returns the record's metrics.
-Evaluator = Callable[[GradientSettings, np.ndarray, np.ndarray | None, int], dict]
+        unsupported = unsupported_methods(self.kind, self.methods)
+        if unsupported:
+            raise CurationError(f"method(s) {unsupported} need class predictions, which a "
+                                f"{self.kind.name} proxy does not make; leave them out of --methods")
 
 
 def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: BenchmarkConfig,
                   work_dir: str | Path, progress: bool = True) -> list[dict]:
     """Run the grid and return one record per (method, budget, seed) plus ``full`` per seed
-    (and, for a causal LM, ``warmup``: the warmed-up model without fine-tuning, budget 0)."""
+    (and, where the kind defines one, ``warmup``: the warmed-up proxy without training on any
+    subset, budget 0). Every subset is scored by ``curation.evaluate.evaluate_subsets``."""
     config.validate(len(pool), target is not None)
     work_dir = Path(work_dir)
-    evaluate = (_lm_evaluator(pool, test, config, work_dir, progress) if config.language_model
-                else _classifier_evaluator(pool, test, target, config, work_dir, progress))
+    data = EvalData(pool, test, target, work_dir, progress=progress)
     extra = _pool_flags(pool, target)
     grid = list(itertools.product(config.seeds, config.methods, config.budgets))
     records = []
     bar = tqdm(total=len(grid) + len(config.seeds), desc="benchmark", disable=not progress)
     for seed in config.seeds:
         settings = _seeded(config.settings, seed)
-        full = evaluate(settings, np.arange(len(pool)), None, seed)
-        records.append({"method": "full", "budget": 1.0, "seed": seed, "n_selected": len(pool),
-                        **full})
-        if config.language_model:  # the starting point every fine-tuning run departs from
-            records.append({"method": "warmup", "budget": 0.0, "seed": seed, "n_selected": 0,
-                            **evaluate(settings, np.arange(0), None, seed)})
-        bar.update()
+        scorer = config.kind.scorer(data, settings=settings, evaluation=config.evaluation,
+                                    lm_evaluation=config.lm_evaluation)
+        runs = []
         for method, budget in ((m, b) for s, m, b in grid if s == seed):
             options = dict(config.selector_options.get(method, {}))
             if method == "random":
                 options.setdefault("seed", seed)
             selector = make_selector(method, **options)
-            selection, lineage = run_selection(pool, target, selector, budget, work_dir,
-                                               settings)
+            runs.append((method, budget, *run_selection(pool, target, selector, budget, work_dir,
+                                                        settings)))
+        full, *scores = evaluate_subsets(scorer, [(s.indices, s.weights) for *_, s, _ in runs],
+                                         [seed], pool_size=len(pool))
+        records.append({"method": "full", "budget": 1.0, "seed": seed, "n_selected": len(pool),
+                        **full.metrics})
+        start = scorer.untrained()  # the starting point every fine-tuning run departs from
+        if start is not None:
+            records.append({"method": "warmup", "budget": 0.0, "seed": seed, "n_selected": 0,
+                            **start})
+        bar.update()
+        for (method, budget, selection, lineage), score in zip(runs, scores, strict=True):
             rows = selection.indices
             records.append({
                 "method": method, "budget": budget, "seed": seed, "n_selected": len(rows),
-                **evaluate(settings, rows, selection.weights, seed),
+                **score.metrics,
                 "config_hash": lineage["config_hash"],
                 **{k: v for k, v in selection.info.items() if k != "k"},
                 **{name: int(flag[rows].sum()) for name, flag in extra.items()},
@@ -124,47 +135,6 @@ def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: Benchmark
             bar.update()
     bar.close()
     return records
-
-
-def _classifier_evaluator(pool: Pool, test: Pool, target: Pool | None, config: BenchmarkConfig,
-                          work_dir: Path, progress: bool) -> Evaluator:
-    """Fresh classifiers (``curation.evaluate``) on the subset's embeddings: test accuracy."""
-    cache = work_dir / "embeddings"
-    pool_x, test_x = input_matrix(pool, cache, progress), input_matrix(test, cache, progress)
-    n_classes = int(max(pool.labels.max(), test.labels.max(),
-                        target.labels.max() if target is not None else 0)) + 1
-
-    def evaluate(settings: GradientSettings, rows: np.ndarray, weights: np.ndarray | None,
-                 seed: int) -> dict:
-        result = evaluate_subset(pool_x[rows], pool.labels[rows], test_x, test.labels,
-                                 n_classes, config.evaluation, weights, seeds=[seed])
-        return {"test_accuracy": result.mean}
-
-    return evaluate
-
-
-def _lm_evaluator(pool: Pool, test: Pool, config: BenchmarkConfig, work_dir: Path,
-                  progress: bool) -> Evaluator:
-    """The seed's warmed-up LM fine-tuned on the subset: held-out loss and perplexity."""
-    # Per seed's settings: the proxy (opened and verified once) and its tokens of pool and test.
-    prepared: dict[GradientSettings, tuple] = {}
-
-    def evaluate(settings: GradientSettings, rows: np.ndarray, weights: np.ndarray | None,
-                 seed: int) -> dict:
-        if settings not in prepared:
-            proxy = cached_lm_proxy(work_dir, pool, settings, progress)
-            prepared[settings] = (proxy, *proxy.encode(pool), *proxy.encode(test))
-        proxy, ids, targets, test_ids, test_targets = prepared[settings]
-        if len(rows) == 0:  # the warmed-up model as it is, without fine-tuning
-            loss = token_loss(proxy.load_model(proxy.checkpoints[-1]), test_ids, test_targets,
-                              config.lm_evaluation.eval_batch_size)
-            return loss_scores(loss)
-        use = weights if config.evaluation.use_weights else None
-        result = finetune_perplexity(proxy, ids[rows], targets[rows], test_ids, test_targets,
-                                     config.lm_evaluation, seed, use)
-        return loss_scores(result["test_loss"])
-
-    return evaluate
 
 
 def write_report(records: Sequence[dict], out_dir: str | Path, title: str = "",

@@ -12,14 +12,16 @@ from rich.table import Table
 
 from curation.cli_common import console, default_home, user_errors
 from curation.cli_ops import register_catalog_commands, release_app
+from curation.config import choice
 from curation.datastore_cli import datastore_app
 from curation.errors import CurationError
+from curation.proxies import PROXY_KINDS, proxy_help, proxy_kind
 
 app = typer.Typer(help="Gradient-based data curation: demo data, selection, evaluation, "
                        "catalog queries and versioned releases.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-PROXY_HELP = ("Proxy kind: linear or mlp (classifier heads), or causal-lm (a small transformer "
-              "LM with LoRA adapters; selection by LoRA gradients, scored by perplexity).")
+PROXY_HELP = proxy_help()
+ProxyName = choice(PROXY_KINDS)
 LM_BASE_HELP = ("causal-lm: a local model directory (save_pretrained, safetensors, with "
                 "tokenizer.json) to start from instead of a random-init base; never downloaded.")
 catalog_app = typer.Typer(help="Query the DuckDB metadata catalog.", no_args_is_help=True)
@@ -60,7 +62,7 @@ def select(
     target: Annotated[Path | None, typer.Option(help="Target set (needed by less, gtp).")]
     = None,
     seed: Annotated[int, typer.Option(help="Seed for the proxy, projection and selector.")] = 0,
-    proxy: Annotated[str, typer.Option(help=PROXY_HELP)] = "linear",
+    proxy: Annotated[ProxyName, typer.Option(help=PROXY_HELP)] = "linear",
     checkpoints: Annotated[int, typer.Option(help="Proxy checkpoints (trajectory length).")]
     = 4,
     dim: Annotated[int, typer.Option(help="Projection dimension per checkpoint.")] = 1024,
@@ -72,27 +74,26 @@ def select(
     from curation.io import write_json, write_parquet
     from curation.pool import load_pool
     from curation.selectors import SELECTORS, make_selector, resolve_budget
-    from curation.workflow import lm_settings, run_selection
+    from curation.workflow import run_selection
 
-    lm = _is_lm(proxy)
+    kind = proxy_kind(proxy)
     work = work_dir or default_home() / "work"
     with user_errors():
         if out.suffix != ".parquet":
             raise CurationError(f"--out must be a .parquet path, got {out}")
         params = {"seed": seed} if method == "random" else {}
         selector = make_selector(method, **params)
-        if lm_base is not None and not lm:
-            raise CurationError("--lm-base needs --proxy causal-lm")
-        pool_data = load_pool(pool, role="pool", require_label=not lm)
+        if lm_base is not None and not kind.takes_base:
+            raise CurationError(f"--lm-base needs --proxy {_base_kinds()}")
+        pool_data = load_pool(pool, role="pool", require_label=kind.needs_labels)
         resolve_budget(budget, len(pool_data))
         target_data = None
         if target is not None:
-            target_data = load_pool(target, role="target", require_label=not lm)
+            target_data = load_pool(target, role="target", require_label=kind.needs_labels)
         elif "target" in SELECTORS[method].needs:
             raise CurationError(f"selector {method!r} needs --target")
-        settings = (lm_settings(work, pool_data, target_data, checkpoints=checkpoints, dim=dim,
-                                seed=seed, base=lm_base) if lm
-                    else _classifier_settings(proxy, checkpoints, dim, seed))
+        settings = kind.settings(work, pool_data, target_data, checkpoints=checkpoints, dim=dim,
+                                 seed=seed, base=lm_base)
         selection, lineage = run_selection(pool_data, target_data, selector, budget, work,
                                            settings, progress=True)
         lineage_path = out.with_suffix(".lineage.json")
@@ -111,10 +112,11 @@ def evaluate(
     use_weights: Annotated[bool, typer.Option(help="Use selection weights as loss weights.")]
     = False,
     out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
-    proxy: Annotated[str, typer.Option(
-        help="linear: fresh classifiers, test accuracy. causal-lm: fine-tune the causal-lm proxy "
-             "that `select --proxy causal-lm` warmed up on this pool (give the same "
-             "--proxy-seed, --checkpoints, --lm-base), report held-out perplexity.")]
+    proxy: Annotated[ProxyName, typer.Option(
+        help="The proxy kind whose evaluation to run. linear/mlp: fresh classifiers, test "
+             "accuracy. causal-lm: fine-tune the causal-lm proxy that `select --proxy causal-lm` "
+             "warmed up on this pool (give the same --proxy-seed, --checkpoints, --lm-base), "
+             "report held-out perplexity.")]
     = "linear",
     proxy_seed: Annotated[int, typer.Option(help="causal-lm: the --seed given to select.")] = 0,
     checkpoints: Annotated[int, typer.Option(help="causal-lm: the --checkpoints given to select.")]
@@ -126,38 +128,33 @@ def evaluate(
 ) -> None:
     """Train on a selection and report the test score (mean and std over seeds): accuracy of
     fresh classifiers, or with --proxy causal-lm the perplexity of the fine-tuned LM."""
-    from curation.embed import input_matrix
-    from curation.evaluate import EvalConfig, evaluate_subset
+    from curation.evaluate import EvalConfig, evaluate_subsets
     from curation.io import write_json
     from curation.pool import load_pool
-    from curation.workflow import n_classes_of
+    from curation.proxies import EvalData
+    from curation.selection import read_selection
 
-    if _is_lm(proxy):
-        with user_errors():
-            _evaluate_lm(pool, selection, test, _parse_seeds(seeds), use_weights, out,
-                         proxy_seed, checkpoints, lm_base, work_dir or default_home() / "work")
-        return
-    if proxy not in ("linear", "mlp"):
-        with user_errors():
-            raise CurationError(f"--proxy must be linear or causal-lm, got {proxy!r}")
+    kind = proxy_kind(proxy)
+    work = work_dir or default_home() / "work"
     with user_errors():
         seed_list = _parse_seeds(seeds)
-        pool_data = load_pool(pool, role="pool")
-        test_data = load_pool(test, role="test")
-        indices, weights = _selection_rows(selection, pool_data.ids)
-        cache = (work_dir or default_home() / "work") / "embeddings"
-        pool_x = input_matrix(pool_data, cache, progress=True)
-        test_x = input_matrix(test_data, cache, progress=True)
-        result = evaluate_subset(
-            pool_x[indices], pool_data.labels[indices], test_x, test_data.labels,
-            n_classes_of(pool_data, test_data), EvalConfig(seeds=tuple(seed_list),
-                                                           use_weights=use_weights),
-            sample_weights=weights)
-        record = {**result.to_dict(), "seeds": seed_list, "selection": str(selection)}
+        if not seed_list:
+            raise CurationError("--seeds must name at least one seed")
+        pool_data = load_pool(pool, role="pool", require_label=kind.needs_labels)
+        test_data = load_pool(test, role="test", require_label=kind.needs_labels)
+        indices, weights = read_selection(selection, pool_data.ids)
+        settings = kind.settings(work, pool_data, None, checkpoints=checkpoints, seed=proxy_seed,
+                                 base=lm_base)
+        scorer = kind.scorer(EvalData(pool_data, test_data, None, work, progress=True),
+                             settings=settings, evaluation=EvalConfig(seeds=tuple(seed_list),
+                                                                      use_weights=use_weights))
+        (score,) = evaluate_subsets(scorer, [(indices, weights)], seed_list)
+        record = {**score.summary, "seeds": seed_list, "selection": str(selection)}
         if out is not None:
             write_json(out, record)
-    console.print(f"test accuracy {result.mean:.4f} ± {result.std:.4f} "
-                  f"over seeds {seed_list} ({result.n_train} training examples)")
+    console.print(f"test {kind.metric_label} {score.metrics[kind.metric]:.4f} ± "
+                  f"{np.std(score.per_seed):.4f} over seeds {seed_list} ({score.n_train} "
+                  "training examples)")
 
 
 @app.command()
@@ -182,7 +179,7 @@ def benchmark(
     test_size: Annotated[int | None, typer.Option(
         help="Cap on test rows of a --scenario, 0 for all [default: 0; 400 for causal-lm].")]
     = None,
-    proxy: Annotated[str, typer.Option(help=PROXY_HELP)] = "linear",
+    proxy: Annotated[ProxyName, typer.Option(help=PROXY_HELP)] = "linear",
     checkpoints: Annotated[int | None, typer.Option(
         help="Proxy checkpoints [default: 4; 3 for causal-lm].")] = None,
     dim: Annotated[int, typer.Option(help="Projection dimension per checkpoint.")] = 1024,
@@ -205,45 +202,49 @@ def benchmark(
     from curation.benchmark import BenchmarkConfig, run_benchmark, write_report
     from curation.demo_data import ScenarioConfig, write_scenario
     from curation.evaluate import EvalConfig
-    from curation.lm import LMSpec
     from curation.pool import load_pool
-    from curation.workflow import GradientSettings, lm_settings
+    from curation.proxies import unsupported_methods
+    from curation.selectors import SELECTORS
+    from curation.workflow import GradientSettings
 
-    lm = _is_lm(proxy)
+    kind = proxy_kind(proxy)
+    defaults = kind.benchmark_scenario
     work = work_dir or default_home() / "work"
     with user_errors():
-        methods = methods or ("random,less,gtp" if lm else "random,less,el2n,gtp")
+        default = ("random", "less", "el2n", "gtp")
+        methods = methods or ",".join(m for m in default if m not in unsupported_methods(
+            kind, default, SELECTORS))
         config = BenchmarkConfig(
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
             budgets=tuple(_parse_floats(budgets, "--budgets")),
             seeds=tuple(_parse_seed_count(seeds)),
-            # causal-lm: the real settings need the pool (its pre-trained base); see below.
-            settings=GradientSettings(LMSpec()) if lm else _classifier_settings(
-                proxy, checkpoints or 4, dim),
+            # The real settings need the pool (a causal-lm's pre-trained base); see below.
+            settings=GradientSettings(kind.spec()),
             evaluation=EvalConfig(seeds=(0,), use_weights=use_weights))
         config.check_methods()  # before any file is written
         if scenario is not None:
             if pool or test or target:
                 raise CurationError("give either --scenario or --pool/--test/--target, not both")
-            sizes = {"pool_size": pool_size or (1500 if lm else 3000),
-                     "test_size": (400 if lm else 0) if test_size is None else test_size}
+            sizes = {"pool_size": pool_size or defaults["pool_size"],
+                     "test_size": defaults["test_size"] if test_size is None else test_size}
             paths = write_scenario(ScenarioConfig(scenario, **sizes), out / "data")
             pool, test, target = paths.pool, paths.test, paths.target
         elif pool is None or test is None:
             raise CurationError("--pool and --test are required without --scenario")
-        pool_data = load_pool(pool, role="pool", require_label=not lm)
-        target_data = load_pool(target, role="target", require_label=not lm) if target else None
-        if lm:
-            # Fine-tuning only LoRA adapters of a small base moved held-out perplexity by <1%
-            # for any subset (docs/architecture.md): the benchmark trains the whole model.
-            config = replace(config, settings=lm_settings(
-                work, pool_data, target_data, checkpoints=checkpoints or 3, dim=dim, base=lm_base,
-                pretrain_docs=pretrain_docs if scenario is not None and lm_base is None else 0,
-                train_base=True, progress=True))
+        labels = kind.needs_labels
+        pool_data = load_pool(pool, role="pool", require_label=labels)
+        target_data = load_pool(target, role="target", require_label=labels) if target else None
+        # Fine-tuning only LoRA adapters of a small base moved held-out perplexity by <1%
+        # for any subset (docs/architecture.md): the benchmark trains the whole model.
+        config = replace(config, settings=kind.settings(
+            work, pool_data, target_data, checkpoints=checkpoints, dim=dim, base=lm_base,
+            pretrain_docs=pretrain_docs if scenario is not None and lm_base is None else 0,
+            train_base=True, progress=True))
         config.validate(len(pool_data), target_data is not None)
-        records = run_benchmark(pool_data, load_pool(test, role="test", require_label=not lm),
+        records = run_benchmark(pool_data, load_pool(test, role="test", require_label=labels),
                                 target_data, config, work)
-        title = f"{scenario} ({proxy})" if scenario and lm else scenario or ""
+        title = (f"{scenario} ({proxy})" if scenario and defaults.get("titled")
+                 else scenario or "")
         report = write_report(records, out, title=title, metric=config.metric)
     console.print(report["table"])
     console.print(f"results -> {report['results']}, plot -> {report['plot']}")
@@ -284,7 +285,7 @@ def distill(
     """Distill POOL to PER_CLASS examples per class, train fresh students on it, score on TEST."""
     from curation.distill import DistillConfig, ExpertConfig, MatchingConfig, run_distill
     from curation.pool import load_pool
-    from curation.proxy import ProxySpec
+    from curation.proxies.classifier import ProxySpec
 
     with user_errors():
         config = DistillConfig(
@@ -324,55 +325,8 @@ def catalog_query(
     console.print(table)
 
 
-def _evaluate_lm(pool: Path, selection: Path, test: Path, seeds: list[int], use_weights: bool,
-                 out: Path | None, proxy_seed: int, checkpoints: int, lm_base: Path | None,
-                 work: Path) -> None:
-    """``evaluate --proxy causal-lm``: the warmed-up LM fine-tuned on the selection, per seed."""
-    import numpy as np
-
-    from curation.io import write_json
-    from curation.lm import finetune_perplexity
-    from curation.pool import load_pool
-    from curation.workflow import cached_lm_proxy, lm_settings
-
-    if not seeds:
-        raise CurationError("--seeds must name at least one seed")
-    pool_data = load_pool(pool, role="pool", require_label=False)
-    test_data = load_pool(test, role="test", require_label=False)
-    indices, weights = _selection_rows(selection, pool_data.ids)
-    settings = lm_settings(work, pool_data, None, checkpoints=checkpoints, seed=proxy_seed,
-                           base=lm_base)
-    lm = cached_lm_proxy(work, pool_data, settings, progress=True)
-    (ids, targets), (test_ids, test_targets) = lm.encode(pool_data), lm.encode(test_data)
-    runs = [finetune_perplexity(lm, ids[indices], targets[indices], test_ids, test_targets,
-                                seed=seed, weights=weights if use_weights else None)
-            for seed in seeds]
-    perplexities = [r["test_perplexity"] for r in runs]
-    record = {"test_perplexity_mean": float(np.mean(perplexities)),
-              "test_perplexity_std": float(np.std(perplexities)),
-              "test_perplexities": perplexities, "test_losses": [r["test_loss"] for r in runs],
-              "n_train": len(indices), "seeds": seeds, "selection": str(selection),
-              "proxy": str(lm.directory)}
-    if out is not None:
-        write_json(out, record)
-    console.print(f"test perplexity {record['test_perplexity_mean']:.2f} ± "
-                  f"{record['test_perplexity_std']:.2f} over seeds {seeds} ({len(indices)} "
-                  f"training examples, proxy {lm.directory})")
-
-
-def _is_lm(proxy: str) -> bool:
-    return proxy == "causal-lm"
-
-
-def _classifier_settings(proxy: str, checkpoints: int, dim: int, seed: int = 0):
-    """Proxy, warm-up and datastore settings of a classifier proxy kind (linear, mlp)."""
-    from curation.datastore import DatastoreSpec
-    from curation.proxy import ProxySpec, WarmupConfig
-    from curation.workflow import GradientSettings
-
-    return GradientSettings(ProxySpec(proxy), WarmupConfig(epochs=max(4, checkpoints),
-                                                           checkpoints=checkpoints, seed=seed),
-                            DatastoreSpec(dim=dim, seed=seed))
+def _base_kinds() -> str:
+    return " or ".join(k.name for k in PROXY_KINDS.values() if k.takes_base)
 
 
 def _parse_floats(text: str, option: str) -> list[float]:
@@ -397,22 +351,6 @@ def _parse_seeds(text: str) -> list[int]:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise CurationError(f"--seeds must be comma-separated integers, got {text!r}") from None
-
-
-def _selection_rows(path: Path, pool_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if not path.exists():
-        raise CurationError(f"selection file not found: {path}")
-    table = pq.read_table(path)
-    if "id" not in table.column_names:
-        raise CurationError(f"{path}: missing required column 'id'")
-    position = {str(i): n for n, i in enumerate(pool_ids)}
-    ids = table.column("id").to_pylist()
-    missing = [i for i in ids if i not in position]
-    if missing:
-        raise CurationError(f"{path}: {len(missing)} ids are not in the pool, e.g. {missing[0]!r}")
-    weights = (table.column("weight").to_numpy() if "weight" in table.column_names
-               else np.ones(len(ids)))
-    return np.array([position[i] for i in ids], dtype=np.int64), weights
 
 
 def main() -> None:

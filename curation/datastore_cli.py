@@ -56,7 +56,7 @@ def build(
     )
     from curation.embed import input_matrix
     from curation.pool import load_pool
-    from curation.proxy import ProxySpec, WarmupConfig
+    from curation.proxies.classifier import ProxySpec, WarmupConfig
     from curation.workflow import GradientSettings, cached_proxy, n_classes_of
 
     with user_errors():

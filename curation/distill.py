@@ -7,7 +7,7 @@ trajectory matching.
    members of each class in a selection (any selector's Parquet, GTP included).
 2. **Experts**: the student architecture trained with Adam on the whole pool (or only on the
    selection, ``expert_data``), keeping the initialization and every epoch as safetensors
-   checkpoints (``curation.proxy.warmup``).
+   checkpoints (``curation.proxies.classifier.warmup``).
 3. **Labels**: ``soft`` = the first expert's softmax at ``expert_epoch`` with ``temperature``;
    ``hard`` = one-hot.
 4. **Method**: ``real`` keeps the chosen inputs. ``tm`` (matching training trajectories,
@@ -49,9 +49,9 @@ from curation.errors import CurationError
 from curation.evaluate import EvalConfig, EvalResult, accuracy, evaluate_subset, soft_cross_entropy
 from curation.io import atomic_path, sha256_file, write_json, write_parquet
 from curation.lineage import code_version, config_hash
-from curation.pool import Pool
-from curation.proxy import Proxy, ProxySpec, WarmupConfig, load_proxy
-from curation.workflow import GradientSettings, cached_proxy, n_classes_of
+from curation.pool import Pool, n_classes_of
+from curation.proxies.classifier import Proxy, ProxySpec, WarmupConfig, cached_classifier, load_proxy
+from curation.selection import read_selection
 
 LABEL_KINDS = ("soft", "hard")
 METHODS = ("real", "tm")
@@ -261,29 +261,15 @@ def choose_rows(labels: np.ndarray, per_class: int, *, ranked: np.ndarray | None
 
 def read_ranking(path: str | Path, pool_ids: np.ndarray) -> np.ndarray:
     """Pool rows of a selection Parquet (column ``id``), ordered by ``rank`` if present."""
-    path = Path(path)
-    if not path.exists():
-        raise CurationError(f"selection file not found: {path}")
-    table = pq.read_table(path)
-    if "id" not in table.column_names:
-        raise CurationError(f"{path}: missing required column 'id'")
-    ids = table.column("id").to_pylist()
-    if "rank" in table.column_names:
-        order = np.argsort(table.column("rank").to_numpy(), kind="stable")
-        ids = [ids[i] for i in order]
-    position = {str(i): n for n, i in enumerate(pool_ids)}
-    missing = [i for i in ids if i not in position]
-    if missing:
-        raise CurationError(f"{path}: {len(missing)} ids are not in the pool, e.g. {missing[0]!r}")
-    return np.array([position[i] for i in ids], dtype=np.int64)
+    return read_selection(path, pool_ids, by_rank=True)[0]
 
 
 def train_expert(inputs: np.ndarray, labels: np.ndarray, n_classes: int, work_dir: str | Path,
                  data_id: str, config: DistillConfig, index: int = 0) -> Proxy:
     """Expert trajectory ``index`` on (inputs, labels), cached in ``work_dir`` like warm-up
     proxies (same content-addressed layout, keyed by ``data_id`` and the training config)."""
-    return cached_proxy(Path(work_dir), data_id, inputs, labels, n_classes,
-                        GradientSettings(config.model, config.expert.warmup(config.seed, index)))
+    return cached_classifier(Path(work_dir), data_id, inputs, labels, n_classes, config.model,
+                             config.expert.warmup(config.seed, index))
 
 
 def trajectory(expert: Proxy) -> list[Params]:

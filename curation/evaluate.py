@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from curation.errors import CurationError
-from curation.proxy import ProxySpec
+from curation.proxies.classifier import ProxySpec
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,23 @@ def evaluate_subset(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray
     accs = [accuracy(fit(train_x, train_y, n_classes, config, s, weights), test_x, test_y)
             for s in (seeds if seeds is not None else config.seeds)]
     return EvalResult(accs, len(train_x))
+
+
+def evaluate_subsets(scorer, subsets: Sequence[tuple[np.ndarray, np.ndarray | None]],
+                     seeds: Sequence[int], pool_size: int | None = None) -> list:
+    """THE evaluation of subsets: each (pool rows, weights) scored by ``scorer`` (a proxy
+    kind's ``Scorer``: ``ProxyKind.scorer``) over training ``seeds``, one ``SubsetScore`` each.
+
+    With ``pool_size`` the full pool is scored first, as the ``full`` reference (unweighted).
+    Metrics, by kind, defined once in the kind's scorer:
+
+    - ``test_accuracy`` (classifiers): mean over seeds of the test accuracy of a fresh model.
+    - ``test_loss`` / ``test_perplexity`` (causal LM): the mean over seeds of the held-out
+      token-level next-token loss after fine-tuning, and ``exp`` of that mean.
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise CurationError("evaluation needs at least one seed")
+    reference = [] if pool_size is None else [(np.arange(pool_size), None)]
+    return [scorer.score(np.asarray(rows), weights, seeds) for rows, weights in
+            [*reference, *subsets]]

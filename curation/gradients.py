@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from curation.proxy import classification_loss
+from curation.proxies.classifier import classification_loss
 
 FEATURE_KINDS = ("sgd", "adam")
 

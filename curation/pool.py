@@ -88,6 +88,11 @@ class Pool:
         return Pool(self.table.take(pa.array(indices)), self.source, self.input_column)
 
 
+def n_classes_of(*pools: Pool) -> int:
+    """Classes of the labelled ``pools`` together: the largest label plus one."""
+    return int(max(p.labels.max() for p in pools if p.has_labels)) + 1
+
+
 def load_pool(path: str | Path, *, require_label: bool = True, role: str = "pool") -> Pool:
     """Load and validate a split; raise ``CurationError`` naming the file and problem."""
     path = Path(path)

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from curation.datastore import GradientStore, open_datastore
 from curation.errors import CurationError
 from curation.io import write_json, write_parquet
 from curation.lineage import selection_id, selection_lineage
-from curation.lm import load_trained_proxy
 from curation.pool import Pool
-from curation.proxy import predict_probabilities
+from curation.proxies import kind_of, load_trained_proxy
 from curation.selectors import Selection, SelectionInputs, Selector, make_selector
 
 
@@ -41,6 +41,32 @@ def selector_from_config(config: dict) -> tuple[Selector, float]:
         raise CurationError(f"selector config {config} is missing {missing}")
     params = {k: v for k, v in config.items() if k not in ("selector", "budget")}
     return make_selector(config["selector"], **params), float(config["budget"])
+
+
+def read_selection(path: str | Path, pool_ids: Sequence[str], *, by_rank: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The pool rows of a selection Parquet (column ``id``) and their weights (column ``weight``,
+    else ones), in file order or, with ``by_rank``, ordered by its ``rank`` column if present.
+
+    Every reader of a selection file goes through here: a missing file, a missing ``id``
+    column or an id that is not in the pool fails naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise CurationError(f"selection file not found: {path}")
+    table = pq.read_table(path)
+    if "id" not in table.column_names:
+        raise CurationError(f"{path}: missing required column 'id'")
+    ids = table.column("id").to_pylist()
+    weights = (table.column("weight").to_numpy() if "weight" in table.column_names
+               else np.ones(len(ids)))
+    if by_rank and "rank" in table.column_names:
+        order = np.argsort(table.column("rank").to_numpy(), kind="stable")
+        ids, weights = [ids[i] for i in order], weights[order]
+    position = {str(i): n for n, i in enumerate(pool_ids)}
+    missing = [i for i in ids if i not in position]
+    if missing:
+        raise CurationError(f"{path}: {len(missing)} ids are not in the pool, e.g. {missing[0]!r}")
+    return np.array([position[i] for i in ids], dtype=np.int64), weights
 
 
 def selection_config(selector: Selector, budget: float) -> dict:
@@ -66,7 +92,7 @@ def inputs_from_artifacts(pool: Pool, pool_inputs: str | Path, pool_stores: dict
         return open_datastore(paths[kind])
 
     predictions = functools.cache(
-        lambda: (predict_probabilities(proxy, np.load(pool_inputs)), pool.labels))
+        lambda: (kind_of(proxy).predictions(proxy, np.load(pool_inputs)), pool.labels))
     inputs = SelectionInputs(pool.ids, functools.partial(store, pool_stores, "pool"),
                              functools.partial(store, target_stores, "target set"), predictions)
     return inputs, [c.sha256 for c in proxy.checkpoints]

@@ -15,7 +15,6 @@ Modules
 from curation.datastore.build import (
     BuildReport,
     DatastoreSpec,
-    TrainedProxy,
     build_datastore,
     parse_params,
 )
@@ -37,7 +36,6 @@ __all__ = [
     "BuildReport",
     "DatastoreSpec",
     "GradientStore",
-    "TrainedProxy",
     "build_datastore",
     "check_scheduler",
     "open_datastore",

@@ -42,7 +42,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -54,28 +53,7 @@ from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS, adam_features, per_example_gradient_blocks
 from curation.io import atomic_path, sha256_file, write_atomic, write_json, write_parquet
 from curation.projectors import PROJECTORS, make_projector
-
-
-class TrainedProxy(Protocol):
-    """What a store needs of a proxy: ``curation.proxy.Proxy`` (classifiers) and
-    ``curation.lm.LMProxy`` (causal LMs with LoRA adapters) both provide it."""
-
-    checkpoints: list
-    betas: tuple[float, float]
-    eps: float
-
-    @property
-    def in_dim(self) -> int: ...
-
-    def load_model(self, checkpoint) -> torch.nn.Module: ...
-
-    def load_moments(self, checkpoint) -> dict[str, torch.Tensor]: ...
-
-    def gradient_parameters(self, model: torch.nn.Module, which) -> list[str]: ...
-
-    def example_loss(self, output, target: torch.Tensor) -> torch.Tensor: ...
-
-    def batch(self, inputs: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
+from curation.proxies.base import TrainedProxy
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 from curation.datastore.build import (
     DatastoreSpec,
     FeatureComputer,
-    TrainedProxy,
     shard_path,
     write_shard,
 )
 from curation.errors import CurationError
+from curation.proxies.base import TrainedProxy
 
 # Feature computers kept per worker thread, so Dask tasks of one build load the proxy once per
 # thread. Never shared between threads: functional_call swaps a module's parameters while it

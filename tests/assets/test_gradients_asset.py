@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from assets.gradients import DatastoreConfig, gradient_datastore
 from curation.errors import CurationError
 from curation.pool import load_pool
-from curation.proxy import ProxySpec, WarmupConfig, warmup
+from curation.proxies.classifier import ProxySpec, WarmupConfig, warmup
 from resources import ArtifactStore, CatalogResource
 
 

@@ -24,7 +24,7 @@ from curation.datastore.dask import shard_task
 from curation.errors import CurationError
 from curation.gradients import adam_features, per_example_gradients
 from curation.projectors import HadamardProjector
-from curation.proxy import ProxySpec, WarmupConfig, parameter_names, warmup
+from curation.proxies.classifier import ProxySpec, WarmupConfig, parameter_names, warmup
 from tests.conftest import REPO
 
 
@@ -133,7 +133,7 @@ _KILL_SCRIPT = """
 import json, sys
 import numpy as np
 from curation.datastore import DatastoreSpec, build_datastore
-from curation.proxy import load_proxy
+from curation.proxies.classifier import load_proxy
 proxy_dir, data, out, spec = sys.argv[1:5]
 data = np.load(data)
 build_datastore(load_proxy(proxy_dir), data["x"], data["y"], list(data["ids"]), out,

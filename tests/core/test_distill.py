@@ -27,7 +27,7 @@ from curation.distill import (
 from curation.errors import CurationError
 from curation.evaluate import EvalConfig, evaluate_subset, soft_cross_entropy
 from curation.pool import load_pool
-from curation.proxy import ProxySpec, WarmupConfig, warmup
+from curation.proxies.classifier import ProxySpec, WarmupConfig, warmup
 
 
 def _blobs(n: int, seed: int, d: int = 6, classes: int = 3):

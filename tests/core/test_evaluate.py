@@ -3,7 +3,7 @@ import pytest
 
 from curation.errors import CurationError
 from curation.evaluate import EvalConfig, evaluate_subset
-from curation.proxy import ProxySpec
+from curation.proxies.classifier import ProxySpec
 
 
 def _blobs(n, seed):

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from curation.gradients import adam_features, per_example_gradient_blocks, per_example_gradients
-from curation.proxy import ProxySpec, parameter_names
+from curation.proxies.classifier import ProxySpec, parameter_names
 
 
 def _loop_gradients(model, names, x, y):

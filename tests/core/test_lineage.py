@@ -83,7 +83,7 @@ def test_lineage_names_exactly_what_each_selector_read(digits_splits, tmp_path):
     """Random reads nothing; LESS reads the Adam-aware store; EL2N the proxy's predictions."""
     from curation.datastore import DatastoreSpec
     from curation.pool import load_pool
-    from curation.proxy import ProxySpec, WarmupConfig
+    from curation.proxies.classifier import ProxySpec, WarmupConfig
     from curation.selectors import SELECTORS, make_selector
     from curation.workflow import GradientSettings, run_selection
 

@@ -13,7 +13,9 @@ from curation.datastore import DatastoreSpec, build_datastore
 from curation.demo_data import ScenarioConfig, build_scenario, newsgroups_frame, pretraining_corpus
 from curation.errors import CurationError
 from curation.gradients import per_example_gradient_blocks
-from curation.lm import (
+from curation.pool import validate_table
+from curation.proxies import kind_of
+from curation.proxies.causal_lm import (
     IGNORE,
     LMEvalConfig,
     LMSpec,
@@ -31,8 +33,7 @@ from curation.lm import (
     train_tokenizer,
     warmup_lm,
 )
-from curation.pool import validate_table
-from curation.proxy import WarmupConfig, predict_probabilities
+from curation.proxies.classifier import WarmupConfig
 from curation.selectors import make_selector
 from curation.workflow import GradientSettings, run_selection
 
@@ -166,7 +167,7 @@ def test_warmup_store_finetune_run_offline_and_reproducibly(tmp_path, documents,
                                   np.concatenate(stores["sgd"].shards()))
 
     with pytest.raises(CurationError, match="class predictions need a classifier proxy"):
-        predict_probabilities(loaded, ids)
+        kind_of(loaded).predictions(loaded, ids)
 
     before = token_loss(loaded.load_model(loaded.checkpoints[-1]), ids[:20], targets[:20])
     result = finetune_perplexity(loaded, ids[:20], targets[:20], ids[:20], targets[:20],

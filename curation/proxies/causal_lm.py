@@ -36,7 +36,6 @@ Evaluation (``finetune_perplexity``)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -47,19 +46,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from curation.config import choice, config
 from curation.errors import CurationError
 from curation.io import atomic_path, sha256_file, write_json
 from curation.pool import Pool
-from curation.proxy import (
+from curation.proxies.base import (
     Checkpoint,
-    WarmupConfig,
+    EvalData,
+    ProxyKind,
+    SubsetScore,
     checkpoint_epochs,
+    checkpoint_records,
     read_proxy_record,
     save_checkpoint,
 )
+from curation.proxies.classifier import WarmupConfig
 
 # vmap has no batching rule for CPU flash attention and falls back to a loop, with a warning per
 # call. Eager attention avoids the fallback but is no faster (benchmarks/bench_lora_gradients.py:
@@ -88,48 +93,45 @@ def lm_device() -> torch.device:
     return device
 
 
-def _require_positive(config: object, what: str, names: Sequence[str]) -> None:
-    for name in names:
-        if getattr(config, name) <= 0:
-            raise CurationError(f"{what} {name!r} must be positive, got {getattr(config, name)}")
-
-
-@dataclass(frozen=True)
+@config("causal-lm")
 class LMSpec:
     """Architecture, tokenizer and adapters of a causal-LM proxy."""
 
-    kind: str = LM_KIND
-    vocab_size: int = 2048
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 4
-    intermediate: int = 256
-    max_length: int = 128
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    base_path: str = ""
-    train_base: bool | None = None
+    kind: choice([LM_KIND]) = Field(default=LM_KIND, description="Always causal-lm.")
+    vocab_size: int = Field(default=2048, gt=0, description="Tokenizer vocabulary (random base).")
+    hidden: int = Field(default=128, gt=0, description="Hidden size (a multiple of 'heads').")
+    layers: int = Field(default=2, gt=0, description="Transformer layers.")
+    heads: int = Field(default=4, gt=0, description="Attention heads.")
+    intermediate: int = Field(default=256, gt=0, description="MLP width.")
+    max_length: int = Field(default=128, ge=2, description="Token window (longer text is cut).")
+    lora_rank: int = Field(default=8, gt=0, description="LoRA rank.")
+    lora_alpha: float = Field(default=16.0, description="LoRA scale.")
+    lora_targets: tuple[str, ...] = Field(default=("q_proj", "v_proj"), min_length=1,
+                                          description="Modules wrapped with LoRA adapters.")
+    base_path: str = Field(default="", description=(
+        "A local model directory (save_pretrained + tokenizer.json); empty: a random base."))
+    train_base: bool | None = Field(default=None, description=(
+        "Train the base weights too [default: yes for a random base, no with base_path]."))
 
-    def __post_init__(self) -> None:
-        if self.kind != LM_KIND:
-            raise CurationError(f"LMSpec kind must be {LM_KIND!r}, got {self.kind!r}")
-        _require_positive(self, "causal-lm", ("vocab_size", "hidden", "layers", "heads",
-                                              "intermediate", "lora_rank"))
-        if self.max_length < 2:
-            raise CurationError(f"causal-lm 'max_length' must be at least 2, got {self.max_length}")
+    @field_validator("base_path")
+    @classmethod
+    def _base_is_a_directory(cls, base_path: str) -> str:
+        if base_path and not Path(base_path).is_dir():
+            raise ValueError(f"not a directory: {base_path}")
+        return base_path
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self):
         if self.hidden % self.heads:
-            raise CurationError(f"causal-lm 'hidden' ({self.hidden}) must be a multiple of "
-                                f"'heads' ({self.heads})")
-        if not self.lora_targets:
-            raise CurationError("causal-lm 'lora_targets' must name at least one module")
-        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
-        if self.base_path and not Path(self.base_path).is_dir():
-            raise CurationError(f"causal-lm 'base_path' is not a directory: {self.base_path}")
+            raise ValueError(f"'hidden' ({self.hidden}) must be a multiple of 'heads' ({self.heads})")
+        return self
 
     @property
     def trains_base(self) -> bool:
         return (not self.base_path) if self.train_base is None else self.train_base
+
+
+DEFAULT_LM = LMSpec()
 
 
 # Per-example LM gradients hold (batch, tokens, vocab) logits: gradient stores of an LM proxy
@@ -259,21 +261,21 @@ def base_config(spec: LMSpec, vocab_size: int):
         tie_word_embeddings=True, attn_implementation="sdpa")
 
 
-@dataclass(frozen=True)
+@config("pre-training")
 class PretrainConfig:
     """Pre-training of a base model from scratch on a general corpus (full-model Adam)."""
 
-    epochs: int = 2
-    lr: float = 2e-3
-    batch_size: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _require_positive(self, "pre-training", ("epochs", "batch_size"))
+    epochs: int = Field(default=2, gt=0, description="Epochs over the corpus.")
+    lr: float = Field(default=2e-3, gt=0, description="Adam learning rate.")
+    batch_size: int = Field(default=16, gt=0, description="Documents per step.")
+    seed: int = Field(default=0, description="Seed of the initialization and batch order.")
 
 
-def pretrain_base(texts: Sequence[str], out_dir: str | Path, spec: LMSpec = LMSpec(),
-                  config: PretrainConfig = PretrainConfig(), progress: bool = False) -> Path:
+DEFAULT_PRETRAIN = PretrainConfig()
+
+
+def pretrain_base(texts: Sequence[str], out_dir: str | Path, spec: LMSpec = DEFAULT_LM,
+                  config: PretrainConfig = DEFAULT_PRETRAIN, progress: bool = False) -> Path:
     """Train a tokenizer and a base model of ``spec``'s size on ``texts``; save both under
     ``out_dir`` as a local model directory (``save_pretrained`` + ``tokenizer.json``) that
     ``LMSpec(base_path=...)`` opens. Written to a temp directory, then renamed into place."""
@@ -313,8 +315,8 @@ def pretrain_base(texts: Sequence[str], out_dir: str | Path, spec: LMSpec = LMSp
     return out_dir
 
 
-def cached_base(work_dir: str | Path, texts: Sequence[str], spec: LMSpec = LMSpec(),
-                config: PretrainConfig = PretrainConfig(), progress: bool = False) -> Path:
+def cached_base(work_dir: str | Path, texts: Sequence[str], spec: LMSpec = DEFAULT_LM,
+                config: PretrainConfig = DEFAULT_PRETRAIN, progress: bool = False) -> Path:
     """``pretrain_base`` under ``work_dir/lm-bases/<hash of corpus, size, config>``, reused when
     the same corpus, model size and config were pre-trained before."""
     import hashlib
@@ -446,8 +448,7 @@ class LMProxy:
         record = {
             "spec": asdict(self.spec), "vocab_size": self.vocab_size,
             "base_sha256": self.base_sha256, "betas": list(self.betas), "eps": self.eps,
-            "checkpoints": [{**asdict(c), "model_path": c.model_path.name,
-                             "optimizer_path": c.optimizer_path.name} for c in self.checkpoints],
+            "checkpoints": checkpoint_records(self.checkpoints),
         }
         return write_json(self.directory / "proxy.json", record)
 
@@ -466,32 +467,11 @@ def load_lm_proxy(directory: str | Path) -> LMProxy:
     return proxy
 
 
-def load_trained_proxy(directory: str | Path):
-    """The proxy saved in ``directory``, of whichever kind: ``LMProxy`` or ``Proxy``."""
-    from curation.proxy import load_proxy
-
-    manifest = Path(directory) / "proxy.json"
-    if manifest.exists() and json.loads(manifest.read_text()).get("spec", {}).get("kind") == LM_KIND:
-        return load_lm_proxy(directory)
-    return load_proxy(directory)
-
-
-def proxy_inputs_of(proxy, split: Pool, inputs_path: str | Path | None) -> tuple[np.ndarray,
-                                                                                  np.ndarray]:
-    """A split's datastore inputs for ``proxy``: token ids and next-token targets for an LM
-    proxy, else the stored input matrix at ``inputs_path`` and the labels."""
-    if isinstance(proxy, LMProxy):
-        return proxy.encode(split)
-    if inputs_path is None:
-        raise CurationError("a classifier proxy needs the split's input matrix")
-    return np.load(inputs_path), split.labels
-
-
 # A transformer needs a smaller step and more data than a linear head to learn anything.
 LM_WARMUP = WarmupConfig(fraction=0.25, lr=2e-3, batch_size=8)
 
 
-def warmup_lm(pool: Pool, out_dir: str | Path, spec: LMSpec = LMSpec(),
+def warmup_lm(pool: Pool, out_dir: str | Path, spec: LMSpec = DEFAULT_LM,
               config: WarmupConfig = LM_WARMUP, progress: bool = False) -> LMProxy:
     """Build the tokenizer and model, warm up on a seeded fraction of ``pool``, save under
     ``out_dir``: tokenizer, base weights, then adapter (+ base) checkpoints with Adam moments."""
@@ -566,19 +546,17 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -
 # Evaluation
 
 
-@dataclass(frozen=True)
+@config("causal-lm evaluation")
 class LMEvalConfig:
     """Fine-tuning of the warm-started proxy on a subset, the same for every selector."""
 
-    epochs: int = 3
-    lr: float = 1e-3
-    batch_size: int = 8
-    eval_batch_size: int = 32
+    epochs: int = Field(default=3, gt=0, description="Fine-tuning epochs on the subset.")
+    lr: float = Field(default=1e-3, gt=0, description="Adam learning rate.")
+    batch_size: int = Field(default=8, gt=0, description="Examples per step.")
+    eval_batch_size: int = Field(default=32, gt=0, description="Examples per held-out batch.")
 
-    def __post_init__(self) -> None:
-        _require_positive(self, "causal-lm evaluation", ("epochs", "batch_size", "eval_batch_size"))
-        if self.lr <= 0:
-            raise CurationError(f"causal-lm evaluation 'lr' must be positive, got {self.lr}")
+
+DEFAULT_LM_EVAL = LMEvalConfig()
 
 
 def loss_scores(loss: float) -> dict[str, float]:
@@ -605,7 +583,7 @@ def token_loss(model: nn.Module, ids: np.ndarray, targets: np.ndarray,
 
 def finetune_perplexity(proxy: LMProxy, ids: np.ndarray, targets: np.ndarray,
                         test_ids: np.ndarray, test_targets: np.ndarray,
-                        config: LMEvalConfig = LMEvalConfig(), seed: int = 0,
+                        config: LMEvalConfig = DEFAULT_LM_EVAL, seed: int = 0,
                         weights: np.ndarray | None = None) -> dict[str, float]:
     """Fine-tune the proxy's last checkpoint on (ids, targets); held-out loss and perplexity.
 
@@ -638,3 +616,139 @@ def finetune_perplexity(proxy: LMProxy, ids: np.ndarray, targets: np.ndarray,
             optimizer.step()
     loss = token_loss(model, test_ids, test_targets, config.eval_batch_size)
     return {**loss_scores(loss), "n_train": len(ids)}
+
+
+def cached_lm_proxy(work_dir: Path, pool: Pool, settings, progress: bool = False) -> LMProxy:
+    """Warm up a causal-LM proxy (tokenizer included) on the pool, or reuse the same one."""
+    from curation.lineage import config_hash
+
+    key = config_hash({"pool_id": pool.content_hash, "proxy": asdict(settings.proxy),
+                       "warmup": asdict(settings.warmup)})
+    directory = Path(work_dir) / "proxies" / key
+    if (directory / "proxy.json").exists():
+        return load_lm_proxy(directory)
+    return warmup_lm(pool, directory, settings.proxy, settings.warmup, progress)
+
+
+def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints: int = 3,
+                dim: int = 1024, seed: int = 0, base: str | Path | None = None,
+                pretrain_docs: int = 0, train_base: bool | None = None,
+                warmup: WarmupConfig | None = None, progress: bool = False):
+    """Settings of a causal-LM proxy: on ``base`` (a local model directory), else on a base
+    pre-trained here on ``pretrain_docs`` 20 Newsgroups documents outside the pool and target
+    (cached), else (``pretrain_docs=0``) on a random-init base. ``warmup`` replaces the default
+    LM warm-up (``LM_WARMUP`` with ``checkpoints`` and ``seed``)."""
+    from dataclasses import replace
+
+    from curation.datastore import DatastoreSpec
+    from curation.demo_data import pretraining_corpus
+    from curation.workflow import GradientSettings
+
+    if base is None and pretrain_docs > 0:
+        exclude = [*pool.ids, *(target.ids if target is not None else [])]
+        base = cached_base(work_dir, pretraining_corpus(pretrain_docs, exclude), LMSpec(),
+                           progress=progress)
+    spec = LMSpec(base_path=str(base or ""), train_base=train_base)
+    warmup = warmup or replace(LM_WARMUP, epochs=max(3, checkpoints), checkpoints=checkpoints,
+                               seed=seed)
+    datastore = DatastoreSpec(dim=dim, seed=seed, batch_size=LM_GRADIENT_BATCH)
+    return GradientSettings(spec, warmup, datastore)
+
+
+def perplexity_metrics(losses: Sequence[float]) -> dict[str, float]:
+    """THE definition of the LM metrics, for one seed or several: ``test_loss`` is the mean over
+    seeds of the held-out token-level next-token loss (``token_loss``), ``test_perplexity`` is
+    ``exp(test_loss)`` (the geometric mean of the per-seed perplexities)."""
+    return loss_scores(float(np.mean(losses)))
+
+
+class LMScorer:
+    """The warmed-up LM's last checkpoint fine-tuned on each subset (``finetune_perplexity``),
+    per seed, scored by ``perplexity_metrics``; ``untrained`` scores it without fine-tuning."""
+
+    def __init__(self, data: EvalData, proxy: LMProxy, evaluation, lm_evaluation: LMEvalConfig
+                 ) -> None:
+        self.proxy, self.evaluation, self.lm_evaluation = proxy, evaluation, lm_evaluation
+        self.ids, self.targets = proxy.encode(data.pool)
+        self.test_ids, self.test_targets = proxy.encode(data.test)
+
+    def score(self, rows: np.ndarray, weights: np.ndarray | None,
+              seeds: Sequence[int]) -> SubsetScore:
+        use = weights if self.evaluation is not None and self.evaluation.use_weights else None
+        losses = [finetune_perplexity(self.proxy, self.ids[rows], self.targets[rows],
+                                      self.test_ids, self.test_targets, self.lm_evaluation,
+                                      seed, use)["test_loss"] for seed in seeds]
+        metrics = perplexity_metrics(losses)
+        perplexities = [loss_scores(loss)["test_perplexity"] for loss in losses]
+        summary = {**metrics, "test_perplexity_mean": metrics["test_perplexity"],
+                   "test_perplexity_std": float(np.std(perplexities)),
+                   "test_perplexities": perplexities, "test_losses": losses, "n_train": len(rows),
+                   "proxy": str(self.proxy.directory)}
+        return SubsetScore(metrics, perplexities, len(rows), summary)
+
+    def untrained(self) -> dict[str, float]:
+        model = self.proxy.load_model(self.proxy.checkpoints[-1])
+        return loss_scores(token_loss(model, self.test_ids, self.test_targets,
+                                      self.lm_evaluation.eval_batch_size))
+
+
+class CausalLMKind(ProxyKind):
+    """``causal-lm``: a small transformer LM with LoRA adapters over the pool's text."""
+
+    name = LM_KIND
+    help = ("a small transformer LM with LoRA adapters; selection by LoRA gradients, scored by "
+            "perplexity")
+    needs_labels = False
+    takes_base = True
+    unsupported_needs = frozenset({"proxy"})
+    metric, metric_label, lower_is_better = "test_perplexity", "perplexity", True
+    default_checkpoints = 3
+    default_warmup = LM_WARMUP
+    benchmark_scenario = {"pool_size": 1500, "test_size": 400, "titled": True}
+
+    def spec(self, **options) -> LMSpec:
+        return LMSpec(**options)
+
+    def settings(self, work_dir, pool, target, *, checkpoints=None, dim=1024, seed=0,
+                 spec_options=None, warmup=None, base=None, pretrain_docs=0, train_base=None,
+                 progress=False):
+        return lm_settings(work_dir, pool, target, checkpoints=checkpoints or
+                           self.default_checkpoints, dim=dim, seed=seed, base=base,
+                           pretrain_docs=pretrain_docs, train_base=train_base, warmup=warmup,
+                           progress=progress)
+
+    def prepare(self, work_dir, pool, target, settings, progress=False, inputs=None,
+                n_classes=None):
+        proxy = cached_lm_proxy(work_dir, pool, settings, progress)
+        splits = {"pool": proxy.encode(pool)}
+        if target is not None:
+            splits["target"] = proxy.encode(target)
+        return proxy, splits
+
+    def load(self, directory) -> LMProxy:
+        return load_lm_proxy(directory)
+
+    def store_inputs(self, proxy, split, inputs_path):
+        return proxy.encode(split)
+
+    def store_spec(self, spec):
+        from dataclasses import replace
+
+        return replace(spec, batch_size=min(spec.batch_size, LM_GRADIENT_BATCH))
+
+    def scorer(self, data, proxy=None, settings=None, evaluation=None, lm_evaluation=None):
+        if proxy is None:
+            proxy = cached_lm_proxy(data.work_dir, data.pool, settings, data.progress)
+        return LMScorer(data, proxy, evaluation, lm_evaluation or LMEvalConfig())
+
+    def checkpoint_report(self, proxy, test, test_inputs) -> list[dict]:
+        test_ids, test_targets = proxy.encode(test)
+        return [{"epoch": c.epoch, "step": c.step, "sha256": c.sha256[:12],
+                 **loss_scores(token_loss(proxy.load_model(c), test_ids, test_targets))}
+                for c in proxy.checkpoints]
+
+    def describe(self, proxy) -> dict:
+        return {"vocab_size": proxy.vocab_size}
+
+
+CAUSAL_LM = CausalLMKind()
