@@ -45,8 +45,13 @@ def config(label: str) -> Callable[[type[T]], type[T]]:
 
         @functools.wraps(validate)
         def __init__(self, *args, **kwargs) -> None:  # noqa: N807 - replaces the dataclass init
+            # Positional values by name, so an error names the field, not its position.
+            names = list(made.__pydantic_fields__)
+            if len(args) > len(names):
+                raise CurationError(f"{label}: takes at most {len(names)} values, got {len(args)}")
+            kwargs = {**dict(zip(names, args, strict=False)), **kwargs}
             try:
-                validate(self, *args, **kwargs)
+                validate(self, **kwargs)
             except ValidationError as exc:
                 raise CurationError(describe_errors(label, exc)) from None
 

@@ -40,6 +40,12 @@ def test_bad_value_is_one_line_naming_the_field(values, message):
     assert "\n" not in str(caught.value)
 
 
+def test_positional_values_are_named_in_errors():
+    assert Warmup("adam", 5) == Warmup(kind="adam", epochs=5)
+    with pytest.raises(CurationError, match="warm-up 'epochs': Input should be greater than 0"):
+        Warmup("adam", 0)
+
+
 def test_configs_are_frozen_and_hashable():
     first = Warmup(epochs=6)
     with pytest.raises(Exception, match="cannot assign"):
