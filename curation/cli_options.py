@@ -5,10 +5,11 @@ per field (help from the field's description, default from its default, choices 
 ``Literal``) to a typer command and calls the command with ``spec=Spec(dim=..., dtype=...)``.
 A value the config refuses exits with status 2 and the config's one-line error.
 
-A choice is read as text (its names shown as the metavar, ``[sgd|adam]``) and checked by the
-config, so a wrong name gets the same one-line error as any other bad value rather than click's
-usage box. ``parsers`` reads a field from text for this command (``params`` as comma-separated
-names): the option is text and the parser's result goes to the config.
+A choice is read as text (its names shown as the metavar, ``[sgd|adam]``, or in the help text
+when the list is long) and checked by the config, so a wrong name gets the same one-line error
+as any other bad value rather than click's usage box. ``parsers`` reads a field from text for
+this command (``params`` as comma-separated names): the option is text and the parser's result
+goes to the config.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def _option(name: str, info, defaults: dict, helps: dict, parsed: bool) -> inspe
     default = defaults.get(name, info.get_default(call_default_factory=True))
     names = choices_of(annotation)
     if names is not None:
-        option = typer.Option(help=help_text, metavar="[" + "|".join(map(str, names)) + "]")
+        listed = "[" + "|".join(map(str, names)) + "]"
+        if len(listed) > 24:  # a long list reads better in the help text than as the metavar
+            help_text, listed = f"{help_text} One of: {', '.join(map(str, names))}.", "<str>"
+        option = typer.Option(help=help_text, metavar=listed)
         annotation = str | None if type(None) in typing.get_args(annotation) else str
     elif parsed:
         option = typer.Option(help=help_text)
