@@ -1,11 +1,10 @@
 """raw_pool, target_set, test_set: the three splits, from a demo scenario or the user's files."""
 
-from typing import Literal
-
 import dagster as dg
 from pydantic import Field
 
 from assets import _metadata as md
+from assets._config import derived_config
 from curation.demo_data import ScenarioConfig, build_scenario
 from curation.io import write_parquet
 from curation.pool import Pool, load_pool, validate_table
@@ -14,20 +13,13 @@ from resources import ArtifactStore, CatalogResource
 SPLITS = ("raw_pool", "target_set", "test_set")
 
 
-class SplitsConfig(dg.Config):
-    """Either a demo scenario (default) or three files in the data contract."""
-
-    scenario: Literal["targeted-text", "general-text", "images", "digits"] = Field(
-                          default="targeted-text",
-                          description="targeted-text, general-text, images or digits.")
-    pool_size: int = Field(default=3000, description="Examples in the demo pool.")
-    target_size: int = Field(default=40, description="Examples in the demo target set.")
-    test_size: int = Field(default=0, description="Cap on demo test examples; 0 keeps all.")
-    domain: str = Field(default="sci", description="Target domain of targeted-text.")
-    seed: int = Field(default=0, description="Seed of the demo sampling.")
-    pool_path: str | None = Field(default=None, description="Your pool file (overrides demo).")
-    target_path: str | None = Field(default=None, description="Your target set file.")
-    test_path: str | None = Field(default=None, description="Your test split file.")
+class SplitsConfig(derived_config(
+        "SplitsConfigBase", ScenarioConfig,
+        pool_path=(str | None, Field(default=None, description="Your pool file (overrides demo).")),
+        target_path=(str | None, Field(default=None, description="Your target set file.")),
+        test_path=(str | None, Field(default=None, description="Your test split file.")))):
+    """Either a demo scenario (default; its fields from ``ScenarioConfig``) or three files in the
+    data contract."""
 
 
 @dg.multi_asset(
@@ -48,8 +40,7 @@ def splits(config: SplitsConfig, artifacts: ArtifactStore, catalog: CatalogResou
 
 
 def _demo_splits(config: SplitsConfig) -> list[Pool]:
-    tables = build_scenario(ScenarioConfig(config.scenario, config.pool_size, config.target_size,
-                                           config.test_size, config.domain, config.seed))
+    tables = build_scenario(config.to_core(ScenarioConfig))
     return [validate_table(t, source=f"{config.scenario}:{role}")
             for role, t in zip(("pool", "target", "test"), (tables.pool, tables.target,
                                                             tables.test), strict=True)]

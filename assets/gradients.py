@@ -1,6 +1,5 @@
 """gradient_datastore and target_gradients: projected per-example gradient trajectories."""
 
-from typing import Literal
 
 import dagster as dg
 import numpy as np
@@ -8,7 +7,9 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from assets import _metadata as md
+from assets._config import derived_config
 from assets._metadata import check_choices
+from curation.config import config_fields
 from curation.datastore import DatastoreSpec, GradientStore, parse_params
 from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS
@@ -18,20 +19,15 @@ from curation.workflow import cached_store
 from resources import ArtifactStore, CatalogResource
 
 
-class DatastoreConfig(dg.Config):
-    kinds: list[str] = Field(default=["sgd", "adam"],
-                             description="Feature kinds to store: sgd (plain) and/or adam (LESS).")
-    dim: int = Field(default=1024, gt=0, description="Projection dimension per checkpoint.")
-    dtype: Literal["float16", "float32"] = Field(default="float16", description="Stored dtype.")
-    shard_size: int = Field(default=8192, gt=0, description="Examples per shard.")
-    seed: int = Field(default=0, description="Projection seed.")
-    projection: Literal["srht", "gaussian"] = Field(
-        default="srht", description="srht (subsampled randomized Hadamard, fast) or gaussian.")
-    params: str = Field(default="all", description="Parameters whose gradients are recorded: "
-                        "all (the proxy is a head), last (output layer), or comma-separated names.")
-    scheduler: str | None = Field(
-        default=None, description="Dask scheduler address: compute shards on its workers "
-                                  "(they must share the artifact directory). Same bytes.")
+class DatastoreConfig(derived_config(
+        "DatastoreConfigBase", (DatastoreSpec, ("dim", "dtype", "shard_size", "seed", "projection")),
+        kinds=(list[str], Field(default=["sgd", "adam"], description="Feature kinds to store: "
+                                "sgd (plain) and/or adam (LESS).")),
+        params=(str, Field(default="all", description=config_fields(DatastoreSpec)["params"].description)),
+        scheduler=(str | None, Field(
+            default=None, description="Dask scheduler address: compute shards on its workers "
+                                      "(they must share the artifact directory). Same bytes.")))):
+    """The pool's datastore spec (its fields from ``DatastoreSpec``), built for several kinds."""
 
     @field_validator("kinds")
     @classmethod
@@ -48,9 +44,7 @@ class DatastoreConfig(dg.Config):
         return params
 
     def spec(self, kind: str) -> DatastoreSpec:
-        return DatastoreSpec(kind=kind, dim=self.dim, dtype=self.dtype,
-                             shard_size=self.shard_size, seed=self.seed,
-                             projection=self.projection, params=parse_params(self.params))
+        return self.to_core(DatastoreSpec, kind=kind, params=parse_params(self.params))
 
 
 def _build(split_path: str, inputs_path: str, proxy_dir: str, config: DatastoreConfig,

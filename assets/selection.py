@@ -16,7 +16,7 @@ from resources import ArtifactStore, CatalogResource
 
 class SelectionConfig(dg.Config):
     methods: list[str] = Field(default=["random", "less", "el2n", "gtp"],
-                               description="Selectors to run (random, less, el2n, gtp).")
+                               description=f"Selectors to run ({', '.join(SELECTORS)}).")
     budgets: list[float] = Field(default=[0.01, 0.05, 0.1],
                                  description="Budgets: fractions of the pool (<1) or counts.")
     random_seeds: list[int] = Field(default=[0, 1, 2],

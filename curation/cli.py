@@ -12,8 +12,10 @@ from rich.table import Table
 
 from curation.cli_common import console, default_home, user_errors
 from curation.cli_ops import register_catalog_commands, release_app
+from curation.cli_options import config_options
 from curation.config import choice
 from curation.datastore_cli import datastore_app
+from curation.demo_data import ScenarioConfig
 from curation.errors import CurationError
 from curation.proxies import PROXY_KINDS, proxy_help, proxy_kind
 
@@ -32,22 +34,16 @@ app.add_typer(release_app, name="release")
 
 
 @app.command("demo-data")
+@config_options(ScenarioConfig, "config")
 def demo_data(
     out: Annotated[Path, typer.Option(help="Directory for pool/target/test Parquet files.")],
-    scenario: Annotated[str, typer.Option(help="targeted-text, general-text, images, digits")]
-    = "targeted-text",
-    pool_size: Annotated[int, typer.Option(help="Examples in the pool.")] = 3000,
-    target_size: Annotated[int, typer.Option(help="Examples in the target set.")] = 40,
-    test_size: Annotated[int, typer.Option(help="Cap on test examples (0: all).")] = 0,
-    domain: Annotated[str, typer.Option(help="Target domain for targeted-text.")] = "sci",
-    seed: Annotated[int, typer.Option(help="Seed of every sampling step.")] = 0,
+    config: ScenarioConfig,  # built from the options by config_options
 ) -> None:
     """Write a real demo scenario as pool / target / test Parquet files."""
-    from curation.demo_data import ScenarioConfig, write_scenario
+    from curation.demo_data import write_scenario
 
     with user_errors():
-        paths = write_scenario(ScenarioConfig(scenario, pool_size, target_size, test_size,
-                                              domain, seed), out)
+        paths = write_scenario(config, out)
     for name in ("pool", "target", "test"):
         path = getattr(paths, name)
         console.print(f"{name:6s} {pq.read_metadata(path).num_rows:6d} rows  {path}")

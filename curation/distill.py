@@ -33,17 +33,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from pydantic import Field, model_validator
 from safetensors.torch import load_file
 from torch import nn
 from torch.func import functional_call, grad
 from tqdm.auto import tqdm
 
+from curation.config import choice, config
 from curation.embed import input_matrix
 from curation.errors import CurationError
 from curation.evaluate import EvalConfig, EvalResult, accuracy, evaluate_subset, soft_cross_entropy
@@ -55,6 +56,7 @@ from curation.selection import read_selection
 
 LABEL_KINDS = ("soft", "hard")
 METHODS = ("real", "tm")
+EXPERT_DATA = ("pool", "selection")
 # Inputs of these widths are shown as images: MNIST pixels and scikit-learn digits.
 IMAGE_SHAPES = {784: (28, 28), 64: (8, 8)}
 _METADATA_KEY = b"curation.distill"
@@ -62,7 +64,7 @@ _METADATA_KEY = b"curation.distill"
 Params = dict[str, torch.Tensor]
 
 
-@dataclass(frozen=True)
+@config("expert")
 class ExpertConfig:
     """Expert trajectories: the student architecture trained on the pool, checkpoint per epoch.
 
@@ -72,17 +74,10 @@ class ExpertConfig:
     reports the teacher's test accuracy).
     """
 
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 64
-    experts: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "experts"):
-            if getattr(self, name) < 1:
-                raise CurationError(f"expert '{name}' must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise CurationError(f"expert 'lr' must be positive, got {self.lr}")
+    epochs: int = Field(default=10, ge=1, description="Expert epochs (one checkpoint each).")
+    lr: float = Field(default=1e-3, gt=0, description="Expert Adam learning rate.")
+    batch_size: int = Field(default=64, ge=1, description="Expert minibatch size.")
+    experts: int = Field(default=1, ge=1, description="Expert trajectories (seeds).")
 
     def warmup(self, seed: int, index: int) -> WarmupConfig:
         # Derived seeds: expert ``index`` of chain seed ``seed`` is reproducible on its own.
@@ -91,73 +86,54 @@ class ExpertConfig:
                             initial_checkpoint=True)
 
 
-@dataclass(frozen=True)
+@config("matching")
 class MatchingConfig:
     """Trajectory matching: ``syn_steps`` unrolled student steps should cover ``expert_epochs``
     expert epochs, starting from an epoch drawn from ``0..max_start_epoch``."""
 
-    iterations: int = 200
-    syn_steps: int = 40
-    expert_epochs: int = 5
-    max_start_epoch: int = 5
-    lr_inputs: float = 1e-2
-    lr_labels: float = 1e-2
-    lr_lr: float = 1e-2
-    learn_labels: bool = True
-    learn_lr: bool = True
-    batch_size: int | None = None  # synthetic rows per unrolled step; None: all of them
-
-    def __post_init__(self) -> None:
-        for name in ("iterations", "syn_steps", "expert_epochs"):
-            if getattr(self, name) < 1:
-                raise CurationError(f"matching '{name}' must be at least 1, got {getattr(self, name)}")
-        if self.max_start_epoch < 0:
-            raise CurationError(f"matching 'max_start_epoch' must be >= 0, got {self.max_start_epoch}")
-        for name in ("lr_inputs", "lr_labels", "lr_lr"):
-            if not getattr(self, name) > 0:
-                raise CurationError(f"matching '{name}' must be positive, got {getattr(self, name)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise CurationError(f"matching 'batch_size' must be at least 1, got {self.batch_size}")
+    iterations: int = Field(default=200, ge=1, description="Matching iterations.")
+    syn_steps: int = Field(default=40, ge=1, description="Unrolled student steps per iteration.")
+    expert_epochs: int = Field(default=5, ge=1, description="Expert epochs the student steps cover.")
+    max_start_epoch: int = Field(default=5, ge=0, description="Latest expert start epoch drawn.")
+    lr_inputs: float = Field(default=1e-2, gt=0, description="Learning rate of the synthetic inputs.")
+    lr_labels: float = Field(default=1e-2, gt=0, description="Learning rate of the soft labels.")
+    lr_lr: float = Field(default=1e-2, gt=0, description="Learning rate of the student step size.")
+    learn_labels: bool = Field(default=True, description="Learn the soft labels too.")
+    learn_lr: bool = Field(default=True, description="Learn the student step size too.")
+    batch_size: int | None = Field(
+        default=None, ge=1, description="Synthetic rows per unrolled step (None: all of them).")
 
 
-@dataclass(frozen=True)
+@config("distill")
 class DistillConfig:
     """How a distilled set is built: size, label kind, method, and the experts behind it."""
 
-    per_class: int = 10
-    labels: Literal["soft", "hard"] = "soft"
-    method: Literal["real", "tm"] = "real"
-    temperature: float = 4.0
-    expert_epoch: int | None = None  # soft labels from this expert epoch; None: the last
-    top_k: int | None = None  # keep only the k largest soft-label entries per row
-    expert_data: Literal["pool", "selection"] = "pool"  # what the experts train on
-    model: ProxySpec = field(default_factory=ProxySpec)
-    expert: ExpertConfig = field(default_factory=ExpertConfig)
-    matching: MatchingConfig = field(default_factory=MatchingConfig)
-    seed: int = 0
+    per_class: int = Field(default=10, ge=1, description="Examples per class.")
+    labels: choice(LABEL_KINDS) = Field(default="soft", description="soft (expert) or hard labels.")
+    method: choice(METHODS) = Field(default="real", description="real rows, or tm (trajectory matching).")
+    temperature: float = Field(default=4.0, gt=0, description="Soft-label temperature.")
+    expert_epoch: int | None = Field(
+        default=None, description="Soft labels from this expert epoch (None: the last).")
+    top_k: int | None = Field(
+        default=None, ge=1, description="Keep only the k largest soft-label entries per row.")
+    expert_data: choice(EXPERT_DATA) = Field(default="pool", description="What the experts train on.")
+    model: ProxySpec = Field(default_factory=ProxySpec, description="Student architecture.")
+    expert: ExpertConfig = Field(default_factory=ExpertConfig, description="Expert trajectories.")
+    matching: MatchingConfig = Field(default_factory=MatchingConfig, description="Trajectory matching.")
+    seed: int = Field(default=0, description="Seed of the rows, experts and matching.")
 
-    def __post_init__(self) -> None:
-        if self.per_class < 1:
-            raise CurationError(f"'per_class' must be at least 1 example per class, got {self.per_class}")
-        if self.labels not in LABEL_KINDS:
-            raise CurationError(f"'labels' must be one of {LABEL_KINDS}, got {self.labels!r}")
-        if self.method not in METHODS:
-            raise CurationError(f"'method' must be one of {METHODS}, got {self.method!r}")
-        if not self.temperature > 0:
-            raise CurationError(f"'temperature' must be positive, got {self.temperature}")
+    @model_validator(mode="after")
+    def _fits_the_experts(self):
         if self.expert_epoch is not None and not 1 <= self.expert_epoch <= self.expert.epochs:
-            raise CurationError(
+            raise ValueError(
                 f"'expert_epoch' {self.expert_epoch} is outside the expert trajectory "
                 f"(epochs 1..{self.expert.epochs})")
-        if self.expert_data not in ("pool", "selection"):
-            raise CurationError(f"'expert_data' must be 'pool' or 'selection', got {self.expert_data!r}")
-        if self.top_k is not None and self.top_k < 1:
-            raise CurationError(f"'top_k' must be at least 1, got {self.top_k}")
         last = self.matching.max_start_epoch + self.matching.expert_epochs
         if self.method == "tm" and last > self.expert.epochs:
-            raise CurationError(
+            raise ValueError(
                 f"trajectory matching reaches epoch {last} (max_start_epoch + expert_epochs) "
                 f"but the expert trajectory has {self.expert.epochs} epochs")
+        return self
 
     @property
     def label_epoch(self) -> int:

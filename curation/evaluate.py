@@ -12,32 +12,28 @@ Targets are class indices (cross-entropy) or class probabilities, i.e. soft labe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
+from curation.config import config
 from curation.errors import CurationError
 from curation.proxies.classifier import ProxySpec
 
 
-@dataclass(frozen=True)
+@config("evaluation")
 class EvalConfig:
     """The evaluation trainer, identical for every selector."""
 
-    model: ProxySpec = field(default_factory=ProxySpec)
-    C: float = 10.0
-    max_iter: int = 200
-    seeds: tuple[int, ...] = (0, 1, 2)
-    use_weights: bool = False
-
-    def __post_init__(self) -> None:
-        if self.C <= 0:
-            raise CurationError(f"evaluation 'C' must be positive, got {self.C}")
-        if not self.seeds:
-            raise CurationError("evaluation 'seeds' must not be empty")
+    model: ProxySpec = Field(default_factory=ProxySpec, description="Model trained on the subset.")
+    C: float = Field(default=10.0, gt=0, description="Inverse L2 strength (scikit-learn convention).")
+    max_iter: int = Field(default=200, gt=0, description="L-BFGS iterations.")
+    seeds: tuple[int, ...] = Field(default=(0, 1, 2), min_length=1, description="Training seeds.")
+    use_weights: bool = Field(default=False, description="Weight examples by the selection weights.")
 
 
 @dataclass(frozen=True)
@@ -112,7 +108,7 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def evaluate_subset(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                    test_y: np.ndarray, n_classes: int, config: EvalConfig = EvalConfig(),
+                    test_y: np.ndarray, n_classes: int, config: EvalConfig = EvalConfig(),  # noqa: B008 - frozen
                     sample_weights: np.ndarray | None = None,
                     seeds: Sequence[int] | None = None) -> EvalResult:
     """Test accuracy of fresh models trained on (train_x, train_y), one per seed.

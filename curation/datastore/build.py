@@ -46,8 +46,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
+from curation.config import choice, config
 from curation.datastore.store import DTYPES, FORMAT_VERSION, STATS_FILE, GradientStore
 from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS, adam_features, per_example_gradient_blocks
@@ -56,40 +58,37 @@ from curation.projectors import PROJECTORS, make_projector
 from curation.proxies.base import TrainedProxy
 
 
-@dataclass(frozen=True)
+@config("datastore")
 class DatastoreSpec:
     """How gradient features are computed and stored (everything that changes the bytes)."""
 
-    kind: str = "sgd"
-    dim: int = 1024
-    seed: int = 0
-    dtype: str = "float16"
-    shard_size: int = 8192
-    batch_size: int = 256
-    params: str | tuple[str, ...] = "all"
-    normalize: bool = False
-    projection: str = "srht"
+    kind: choice(FEATURE_KINDS) = Field(
+        default="sgd", description="Feature kind: sgd (plain gradients) or adam (LESS).")
+    dim: int = Field(default=1024, gt=0, description="Projection dimension per checkpoint.")
+    seed: int = Field(default=0, description="Projection seed.")
+    dtype: choice(DTYPES) = Field(default="float16", description="Stored dtype.")
+    shard_size: int = Field(default=8192, gt=0, description="Examples per shard file.")
+    batch_size: int = Field(default=256, gt=0, description="Examples per vmap gradient batch.")
+    params: str | tuple[str, ...] = Field(
+        default="all", description="Parameters whose gradients are recorded: 'all' (default; every "
+        "proxy parameter, and the proxies are heads: a linear layer over frozen text embeddings or a "
+        "one-hidden-layer MLP), 'last' (the output layer only), or comma-separated names.")
+    normalize: bool = Field(default=False, description="L2-normalize each projected feature.")
+    projection: choice(PROJECTORS) = Field(
+        default="srht", description="srht (subsampled randomized Hadamard, fast) or gaussian "
+                                    "(dense blockwise).")
 
-    def __post_init__(self) -> None:
-        if self.kind not in FEATURE_KINDS:
-            raise CurationError(f"datastore 'kind' must be one of {FEATURE_KINDS}, got {self.kind!r}")
-        if self.dtype not in DTYPES:
-            raise CurationError(f"datastore 'dtype' must be one of {DTYPES}, got {self.dtype!r}")
-        if self.projection not in PROJECTORS:
-            raise CurationError(
-                f"datastore 'projection' must be one of {tuple(PROJECTORS)}, got {self.projection!r}")
-        for name in ("dim", "shard_size", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise CurationError(f"datastore {name!r} must be positive")
-        if isinstance(self.params, str):
-            if self.params not in ("all", "last"):
-                raise CurationError(
-                    f"datastore 'params' must be 'all', 'last' or a list of parameter names, "
-                    f"got {self.params!r}")
-        elif not self.params or not all(isinstance(n, str) for n in self.params):
-            raise CurationError("datastore 'params' names must be a non-empty list of strings")
-        else:
-            object.__setattr__(self, "params", tuple(self.params))
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params(cls, params):
+        if isinstance(params, str):
+            if params not in ("all", "last"):
+                raise ValueError(f"must be 'all', 'last' or a list of parameter names, got {params!r}")
+            return params
+        if (not isinstance(params, list | tuple) or not params
+                or not all(isinstance(n, str) for n in params)):
+            raise ValueError(f"names must be a non-empty list of strings, got {params!r}")
+        return tuple(params)
 
 
 def parse_params(text: str) -> str | tuple[str, ...]:
@@ -120,7 +119,7 @@ class BuildReport:
 
 
 def build_datastore(proxy: TrainedProxy, inputs: np.ndarray, labels: np.ndarray, ids: Sequence[str],
-                    out_dir: str | Path, spec: DatastoreSpec = DatastoreSpec(),
+                    out_dir: str | Path, spec: DatastoreSpec = DatastoreSpec(),  # noqa: B008 - frozen
                     pool_id: str = "", progress: bool = False,
                     scheduler: str | None = None) -> GradientStore:
     """Compute projected gradient trajectories of every example; resume from existing shards.

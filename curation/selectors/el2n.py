@@ -7,29 +7,22 @@ published pruning rule keeps hard examples); ``keep="easy"`` the k lowest. Needs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from pydantic import Field
 
-from curation.errors import CurationError
+from curation.config import choice, config
 from curation.selectors.base import SelectionInputs, Selector, top_k
 
 _SCORES = ("el2n", "loss")
 _KEEP = ("hard", "easy")
 
 
-@dataclass(frozen=True)
+@config("el2n")
 class El2nSelector(Selector):
-    score: str = "el2n"
-    keep: str = "hard"
+    score: choice(_SCORES) = Field(default="el2n", description="Difficulty: el2n or loss (cross-entropy).")
+    keep: choice(_KEEP) = Field(default="hard", description="Keep the hard or the easy examples.")
     name = "el2n"
     needs = ("proxy",)
-
-    def __post_init__(self) -> None:
-        if self.score not in _SCORES:
-            raise CurationError(f"el2n 'score' must be one of {_SCORES}, got {self.score!r}")
-        if self.keep not in _KEEP:
-            raise CurationError(f"el2n 'keep' must be one of {_KEEP}, got {self.keep!r}")
 
     def _select(self, inputs: SelectionInputs, k: int):
         probabilities, labels = inputs.proxy_outputs()

@@ -21,40 +21,38 @@ where the work runs, not the selection, so ``scheduler`` is left out of the sele
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from pydantic import Field
 
+from curation.config import choice, config
 from curation.datastore import GradientStore
-from curation.errors import CurationError
+from curation.gradients import FEATURE_KINDS
 from curation.selectors.base import SelectionInputs, Selector, top_k
 
 _CHECKPOINT_WEIGHTING = ("uniform", "lr")
 
 
-@dataclass(frozen=True)
+@config("gtp")
 class GTPSelector(Selector):
-    feature_kind: str = "sgd"
-    checkpoint_weighting: str = "uniform"
-    nonnegative: bool = True
-    tol: float = 1e-6
-    shards: int = 1
-    refresh: int = 1
-    scheduler: str = ""  # Dask scheduler address; "" runs in this process
+    feature_kind: choice(FEATURE_KINDS) = Field(
+        default="sgd", description="Pool features: sgd (plain gradients) or adam.")
+    checkpoint_weighting: choice(_CHECKPOINT_WEIGHTING) = Field(
+        default="uniform", description="Weight of each checkpoint: uniform, or lr (its learning rate).")
+    nonnegative: bool = Field(default=True, description="Non-negative weights in the pursuit refit.")
+    tol: float = Field(default=1e-6, ge=0, allow_inf_nan=False,
+                       description="Stop when the residual (or the best correlation) is at most "
+                                   "tol times the target's norm.")
+    # strict: an integer, not a bool or a float (as before the configs were declared once)
+    shards: int = Field(default=1, ge=1, strict=True,
+                        description="Tasks scoring the pool per pursuit pass (1: one pass in process).")
+    refresh: int = Field(default=1, ge=1, strict=True,
+                         description="Full pass over the pool at most every this many steps "
+                                     "(lazy greedy, approximate above 1).")
+    scheduler: str = Field(default="", description="Dask scheduler address for the shards; "
+                                                   "'' runs in this process.")
     name = "gtp"
     needs = ("gradients", "target")
     execution_only = ("scheduler",)
-
-    def __post_init__(self) -> None:
-        if self.checkpoint_weighting not in _CHECKPOINT_WEIGHTING:
-            raise CurationError(
-                f"gtp 'checkpoint_weighting' must be one of {_CHECKPOINT_WEIGHTING}, "
-                f"got {self.checkpoint_weighting!r}"
-            )
-        for field in ("shards", "refresh"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CurationError(f"gtp {field!r} must be an integer >= 1, got {value!r}")
 
     def _select(self, inputs: SelectionInputs, k: int):
         # numba loads only when GTP runs

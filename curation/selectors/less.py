@@ -8,27 +8,24 @@ plain gradients.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from pydantic import Field
 
-from curation.errors import CurationError
+from curation.config import choice, config
+from curation.gradients import FEATURE_KINDS
 from curation.selectors.base import SelectionInputs, Selector, top_k
 
 _REDUCERS = ("max", "mean")
 
 
-@dataclass(frozen=True)
+@config("less")
 class LessSelector(Selector):
-    feature_kind: str = "adam"
-    reduce: str = "max"
-    block_rows: int = 16384
+    feature_kind: choice(FEATURE_KINDS) = Field(
+        default="adam", description="Pool features: adam (Adam-aware, as published) or sgd.")
+    reduce: choice(_REDUCERS) = Field(default="max", description="Over target examples: max or mean.")
+    block_rows: int = Field(default=16384, gt=0, description="Pool rows scored per block (memory).")
     name = "less"
     needs = ("gradients", "target")
-
-    def __post_init__(self) -> None:
-        if self.reduce not in _REDUCERS:
-            raise CurationError(f"less 'reduce' must be one of {_REDUCERS}, got {self.reduce!r}")
 
     def _select(self, inputs: SelectionInputs, k: int):
         scores = less_scores(inputs.pool_store(self.feature_kind).shards(),

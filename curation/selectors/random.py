@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from pydantic import Field
 
+from curation.config import config
 from curation.selectors.base import SelectionInputs, Selector
 
 
-@dataclass(frozen=True)
+@config("random")
 class RandomSelector(Selector):
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed of the random permutation.")
     name = "random"
 
     def _select(self, inputs: SelectionInputs, k: int):

@@ -93,3 +93,31 @@ def test_cli_options_take_the_core_fields():
     refused = runner.invoke(app, ["run", "--out", "x", "--epochs", "0"])
     assert refused.exit_code == 2
     assert "warm-up 'epochs': Input should be greater than 0" in refused.output
+
+
+def test_cli_choice_is_text_checked_by_the_config_and_parsers_read_text():
+    @config("spec")
+    class Spec:
+        kind: choice(("sgd", "adam")) = Field(default="sgd", description="Kind.")
+        names: str | tuple[str, ...] = Field(default="all", description="Names.")
+
+    app = typer.Typer()
+    got = []
+
+    @app.command()
+    @config_options(Spec, "spec", parsers={"names": lambda text: tuple(text.split(","))})
+    def run(out: "Annotated[str, typer.Option()]", spec: Spec) -> None:  # a string annotation
+        got.append((out, spec))
+
+    @app.command()
+    def other() -> None:
+        """A second command, so typer keeps subcommand names."""
+
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["run", "--help"]).output
+    assert "[sgd|adam]" in help_text and "--out" in help_text
+    assert runner.invoke(app, ["run", "--out", "x", "--names", "a,b"]).exit_code == 0
+    assert got == [("x", Spec(names=("a", "b")))]
+    refused = runner.invoke(app, ["run", "--out", "x", "--kind", "sgdd"])
+    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1
+    assert "spec 'kind': Input should be 'sgd' or 'adam' (got 'sgdd')" in refused.output

@@ -283,9 +283,9 @@ def test_gaussian_projection_and_parameter_choice(tmp_path, proxy_and_data):
     assert open_datastore(tmp_path / "n").manifest == named.manifest
     with pytest.raises(CurationError, match="unknown parameter names"):
         _build(proxy_and_data, tmp_path / "x", params=("nope",))
-    with pytest.raises(CurationError, match="'params' must be 'all', 'last'"):
+    with pytest.raises(CurationError, match="datastore 'params': must be 'all', 'last'"):
         DatastoreSpec(params="head")
-    with pytest.raises(CurationError, match="'projection' must be one of"):
+    with pytest.raises(CurationError, match="datastore 'projection': Input should be 'srht' or 'gaussian'"):
         DatastoreSpec(projection="sparse")
 
 

@@ -33,12 +33,27 @@ def test_image_scenarios_have_disjoint_splits():
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
 
 
-@pytest.mark.parametrize("config, message", [
-    (ScenarioConfig("nope"), "unknown scenario"),
-    (ScenarioConfig("targeted-text", domain="xyz"), "unknown domain"),
-    (ScenarioConfig("digits", pool_size=1797), "pool_size \\+ target_size"),
-    (ScenarioConfig("digits", target_size=0), "'target_size' must be positive"),
+@pytest.mark.parametrize("values, message", [
+    ({"scenario": "nope"}, "scenario 'scenario': Input should be 'targeted-text', 'general-text', "
+                           "'noisy-text', 'images' or 'digits'"),
+    ({"scenario": "targeted-text", "domain": "xyz"}, "unknown domain"),
+    ({"scenario": "digits", "pool_size": 1797}, "pool_size \\+ target_size"),
+    ({"scenario": "digits", "target_size": 0}, "scenario 'target_size': Input should be greater than 0"),
+    ({"scenario": "digits", "test_size": -1}, "scenario 'test_size': Input should be greater than"),
 ])
-def test_bad_scenarios_are_clear(config, message):
+def test_bad_scenarios_are_clear(values, message):
     with pytest.raises(CurationError, match=message):
-        build_scenario(config)
+        build_scenario(ScenarioConfig(**values))
+
+
+def test_every_scenario_is_a_dagster_and_cli_choice():
+    from typer.testing import CliRunner
+
+    from assets.data import SplitsConfig
+    from curation.cli import app
+    from curation.demo_data import SCENARIOS
+
+    for name in SCENARIOS:
+        assert SplitsConfig(scenario=name).to_core(ScenarioConfig) == ScenarioConfig(name)
+    help_text = " ".join(CliRunner().invoke(app, ["demo-data", "--help"]).stdout.replace("│", " ").split())
+    assert all(name in help_text for name in SCENARIOS) and "[default: 3000]" in help_text

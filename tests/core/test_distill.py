@@ -118,11 +118,11 @@ def test_choose_rows_random_is_seeded_and_ranked_takes_the_top_of_each_class():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"per_class": 0}, "'per_class' must be at least 1"),
+    ({"per_class": 0}, "distill 'per_class': Input should be greater than or equal to 1"),
     ({"expert_epoch": 11}, "'expert_epoch' 11 is outside the expert trajectory"),
     ({"expert_epoch": 0}, "outside the expert trajectory"),
-    ({"temperature": 0.0}, "'temperature' must be positive"),
-    ({"labels": "fuzzy"}, "'labels' must be one of"),
+    ({"temperature": 0.0}, "distill 'temperature': Input should be greater than 0"),
+    ({"labels": "fuzzy"}, "distill 'labels': Input should be 'soft' or 'hard'"),
     ({"method": "tm", "matching": MatchingConfig(max_start_epoch=8, expert_epochs=5)},
      "reaches epoch 13"),
 ])

@@ -91,8 +91,10 @@ def test_shards_refresh_and_scheduler_options(tmp_path) -> None:
     config = make_selector("gtp", shards=4, scheduler="tcp://10.0.0.1:8786").config()
     assert "scheduler" not in config and config["shards"] == 4
     assert config == make_selector("gtp", shards=4).config()
-    for field, value in (("shards", 0), ("refresh", 0), ("shards", 1.5)):
-        with pytest.raises(CurationError, match=f"gtp '{field}' must be an integer >= 1"):
+    for field, value, problem in (("shards", 0, "greater than or equal to 1"),
+                                  ("refresh", 0, "greater than or equal to 1"),
+                                  ("shards", 1.5, "a valid integer"), ("refresh", True, "a valid integer")):
+        with pytest.raises(CurationError, match=f"gtp '{field}': Input should be {problem}"):
             make_selector("gtp", **{field: value})
 
 

@@ -23,7 +23,7 @@ def test_registry_rejects_unknown_names_and_options():
         make_selector("nope")
     with pytest.raises(CurationError, match="has no option"):
         make_selector("less", seed=3)
-    with pytest.raises(CurationError, match="'reduce' must be one of"):
+    with pytest.raises(CurationError, match="less 'reduce': Input should be 'max' or 'mean'"):
         make_selector("less", reduce="median")
 
 

@@ -18,7 +18,8 @@ def test_datastore_help():
                     ["datastore", "verify"]):
         result = invoke(*command, "--help")
         assert result.exit_code == 0 and "Usage" in result.stdout, result.output
-    assert "'all' (default" in " ".join(invoke("datastore", "build", "--help").stdout.split())
+    text = " ".join(invoke("datastore", "build", "--help").stdout.replace("│", " ").split())
+    assert "'all' (default" in text and "[sgd|adam]" in text and "[default: 1024]" in text
 
 
 @pytest.mark.slow
@@ -55,9 +56,9 @@ def test_build_info_verify_and_resume(home, digits_splits):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--kind", "foo"], "datastore 'kind' must be one of"),
-    (["--dtype", "int8"], "datastore 'dtype' must be one of"),
-    (["--projection", "sparse"], "datastore 'projection' must be one of"),
+    (["--kind", "foo"], "datastore 'kind': Input should be 'sgd' or 'adam'"),
+    (["--dtype", "int8"], "datastore 'dtype': Input should be 'float16' or 'float32'"),
+    (["--projection", "sparse"], "datastore 'projection': Input should be 'srht' or 'gaussian'"),
     (["--checkpoints", "0"], "warm-up 'checkpoints'"),
     (["--scheduler", "tcp://127.0.0.1:1"], "cannot reach the Dask scheduler"),
 ])

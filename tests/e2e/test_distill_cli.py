@@ -44,7 +44,7 @@ def test_distill_from_a_selection_writes_the_set_and_its_evaluation(home, digits
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--per-class", "0"], "'per_class' must be at least 1"),
+    (["--per-class", "0"], "distill 'per_class': Input should be greater than or equal to 1"),
     (["--per-class", "100"], "fewer than per_class=100"),
     (["--expert-epoch", "12"], "'expert_epoch' 12 is outside the expert trajectory"),
     (["--selection", "missing.parquet"], "selection file not found"),
