@@ -3,7 +3,7 @@
 Every config of the library is a frozen pydantic dataclass made with :func:`config`: each field's
 type, default, constraint (``Field(gt=0)``), choices (``Literal``, built from a registry with
 :func:`choice`) and description are written once, in the core. The Dagster configs
-(``assets/_config.py``) and the CLI options (``curation/cli_options.py``) are derived from these
+(``assets/_config.py``) and the CLI options (``curation/cli/options.py``) are derived from these
 fields, so a default or a check cannot drift between the three.
 
 A bad value raises :class:`CurationError` with one line naming the config and the field:

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from typer.testing import CliRunner
 
 from assets._config import derived_config
-from curation.cli_options import config_options
+from curation.cli.options import config_options
 from curation.config import choice, config
 from curation.errors import CurationError
 

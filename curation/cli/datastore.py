@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from curation.cli_options import config_options
+from curation.cli.options import config_options
 from curation.datastore import DatastoreSpec, parse_params
 
 datastore_app = typer.Typer(help="Build, inspect and verify gradient datastores.",

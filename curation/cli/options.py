@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from curation.cli_common import user_errors
+from curation.cli.common import user_errors
 from curation.config import config_fields
 
 
