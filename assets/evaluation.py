@@ -12,7 +12,7 @@ from curation.pool import load_pool
 from curation.proxies import EvalData, kind_of, load_trained_proxy
 from curation.proxies.causal_lm import LMEvalConfig
 from curation.proxies.classifier import ProxySpec
-from curation.report import accuracy_plot, accuracy_table
+from curation.report import metric_plot, metric_table
 from curation.selection import read_selection
 from resources import ArtifactStore, CatalogResource
 
@@ -55,11 +55,11 @@ def subset_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
         context.log.info(f"{subset['method']} {subset['budget']}: {score.metrics}")
         records.append({"method": subset["method"], "budget": subset["budget"],
                         "seed": subset["seed"], "n_selected": score.n_train, **score.metrics})
-    table_md = accuracy_table(records, kind.metric)
+    table_md = metric_table(records, kind.metric)
     report_dir = artifacts.path("reports", "demo", "x").parent
     write_json(report_dir / "results.json", records)
     write_atomic(report_dir / "summary.md", lambda p: p.write_text(table_md + "\n"))
-    fig = accuracy_plot(records, kind.metric)
+    fig = metric_plot(records, kind.metric)
     metadata = {kind.metric_label: dg.MetadataValue.md(table_md),
                 "plot": md.plot(fig), "results": str(report_dir / "results.json")}
     return dg.Output(records, metadata=metadata)

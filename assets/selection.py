@@ -31,7 +31,7 @@ class SelectionConfig(dg.Config):
 @dg.asset(kinds={"parquet", "duckdb"}, group_name="selection",
           description="Subsets chosen by each selector and budget; Parquet + lineage JSON each. "
                       "Every config is registered in the catalog, so it also appears as a "
-                      "partition of scored_subset (subsets code location).")
+                      "partition of scored_subset.")
 def scored_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
                    artifacts: ArtifactStore, catalog: CatalogResource, raw_pool: str,
                    target_set: str, model_inputs: dict, gradient_datastore: dict,

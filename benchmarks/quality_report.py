@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from curation.io import write_atomic
-from curation.report import accuracy_table, summarize
+from curation.report import metric_table, summarize
 
 SCENARIOS = {
     "targeted-text": "20 Newsgroups pool (3,000 docs, all groups), 40 `sci.*` target docs, "
@@ -67,7 +67,7 @@ def main() -> None:
             parts.append(f"## {scenario}\n\nnot run ({results} missing)\n")
             continue
         records = json.loads(results.read_text())
-        parts.append(f"## {scenario}\n\n{description}.\n\n{accuracy_table(records)}\n")
+        parts.append(f"## {scenario}\n\n{description}.\n\n{metric_table(records)}\n")
         if any("n_redundant" in r for r in records):
             parts.append("Selected examples that are redundant near-duplicate picks (beyond the "
                          "first of a group) / duplicates at all / wrongly labelled, mean over "

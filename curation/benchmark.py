@@ -28,7 +28,7 @@ from curation.lineage import config_hash
 from curation.pool import Pool
 from curation.proxies import EvalData, ProxyKind, kind_of, unsupported_methods
 from curation.proxies.causal_lm import LMEvalConfig
-from curation.report import accuracy_plot, accuracy_table
+from curation.report import metric_plot, metric_table
 from curation.selectors import SELECTORS, make_selector, resolve_budget
 from curation.workflow import GradientSettings, run_selection
 
@@ -141,7 +141,7 @@ def write_report(records: Sequence[dict], out_dir: str | Path, title: str = "",
                  metric: str = "test_accuracy") -> dict:
     """Write ``results.json``, ``summary.md`` and ``plot.png`` (of ``metric``) under ``out_dir``."""
     out_dir = Path(out_dir)
-    table = accuracy_table(records, metric)
+    table = metric_table(records, metric)
     seeds = sorted({r["seed"] for r in records})
     header = f"# {title}\n\n" if title else ""
     direction = " (lower is better)" if metric in ("test_perplexity", "test_loss") else ""
@@ -151,7 +151,7 @@ def write_report(records: Sequence[dict], out_dir: str | Path, title: str = "",
              "plot": out_dir / "plot.png"}
     write_json(paths["results"], list(records))
     write_atomic(paths["summary"], lambda p: p.write_text(summary))
-    figure = accuracy_plot(records, metric)
+    figure = metric_plot(records, metric)
     if title:
         figure.axes[0].set_title(title)
     write_atomic(paths["plot"], lambda p: figure.savefig(p, format="png", dpi=110,

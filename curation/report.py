@@ -1,4 +1,5 @@
-"""Result tables and plots: test accuracy per method and budget, mean ± std over seeds."""
+"""Result tables and plots: a metric (test accuracy, perplexity, ...) per method and budget,
+mean ± std over seeds."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def summarize(records: Sequence[dict], metric: str = "test_accuracy") -> pd.Data
             .agg(["mean", "std", "count"]).fillna({"std": 0.0}).reset_index())
 
 
-def accuracy_table(records: Sequence[dict], metric: str = "test_accuracy") -> str:
+def metric_table(records: Sequence[dict], metric: str = "test_accuracy") -> str:
     """Markdown table: one row per method, one column per budget, cells ``mean ± std``."""
     summary = summarize(records, metric)
     summary["cell"] = [f"{m:.3f} ± {s:.3f}" if c > 1 else f"{m:.3f}"
@@ -29,8 +30,9 @@ def accuracy_table(records: Sequence[dict], metric: str = "test_accuracy") -> st
     return wide.fillna("").reset_index().to_markdown(index=False)
 
 
-def accuracy_plot(records: Sequence[dict], metric: str = "test_accuracy"):
-    """Accuracy vs budget per method with std error bars; the full pool as a dashed line."""
+def metric_plot(records: Sequence[dict], metric: str = "test_accuracy"):
+    """``metric`` vs budget per method with std error bars; reference rows (full pool, warm-up) as
+horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,7 +9,7 @@ import time
 
 import dagster as dg
 
-from curation.report import accuracy_table
+from curation.report import metric_table
 from pipelines.definitions import defs
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     started = time.perf_counter()
     records = run()
     print("\nTarget test accuracy (targeted 20 Newsgroups, sci.* test documents):\n")
-    print(accuracy_table(records))
+    print(metric_table(records))
     print(f"\nwall time {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
 

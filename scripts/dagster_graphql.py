@@ -9,12 +9,27 @@ before, and independently of, the project's code.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import time
 import urllib.request
 from collections.abc import Collection
 
 ASSET_KEYS_QUERY = "{ assetNodes { assetKey { path } } }"
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 30) -> bool:
+    """SIGTERM ``process``'s group (webserver and code server together); SIGKILL it after
+    ``grace`` seconds. True when it stopped on SIGTERM."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return False
 
 
 def free_port() -> int:

@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 # Found next to this script: its directory is sys.path[0] when run as a file.
-from dagster_graphql import free_port, wait_for_asset_keys
+from dagster_graphql import free_port, stop_process_group, wait_for_asset_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"raw_pool", "gradient_datastore", "scored_subsets", "scored_subset", "dataset_release"}
@@ -62,11 +61,7 @@ def main() -> None:
         os.replace(tmp, args.out)
         print(f"ui-check: {url} shows {len(keys)} assets; screenshot -> {args.out}")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_process_group(server)
 
 
 def _wait_for_graph(port: int, timeout: float) -> set[str]:

@@ -1,14 +1,13 @@
 """Dagster's own entry points against our code location: materialize and the dev server."""
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from scripts.dagster_graphql import free_port, wait_for_asset_keys
+from scripts.dagster_graphql import free_port, stop_process_group, wait_for_asset_keys
 from tests.conftest import REPO, tiny_run_config
 
 pytestmark = pytest.mark.slow
@@ -50,9 +49,5 @@ def test_dagster_dev_serves_the_asset_graph_on_loopback(home):
         assert {"raw_pool", "gradient_datastore", "scored_subsets", "subset_evaluation",
                 "scored_subset", "dataset_release"} <= keys
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        if not stop_process_group(process):
             pytest.fail("dagster dev ignored SIGTERM")

@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from curation.report import accuracy_table
+from curation.report import metric_table
 from pipelines.demo import run
 from tests.conftest import tiny_run_config
 
@@ -22,5 +22,5 @@ def test_demo_job_on_targeted_text(home):
     full = next(r for r in records if r["method"] == "full")
     # 200 real documents of 20 groups, scored on sci.* test documents: far above chance (0.05).
     assert full["n_selected"] == 200 and full["test_accuracy"] > 0.3
-    table = accuracy_table(records)
+    table = metric_table(records)
     assert table.splitlines()[0].split("|")[1].strip() == "method" and "gtp" in table
