@@ -10,7 +10,7 @@ from assets import _metadata as md
 from assets._metadata import check_choices
 from curation.pool import load_pool
 from curation.selection import inputs_from_artifacts, select_and_save
-from curation.selectors import SELECTORS, make_selector
+from curation.selectors import SELECTORS, make_selector, takes_seed
 from resources import ArtifactStore, CatalogResource
 
 
@@ -37,9 +37,9 @@ def scored_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
                    target_set: str, model_inputs: dict, gradient_datastore: dict,
                    target_gradients: dict, warmup_proxy: str) -> dg.Output[list[dict]]:
     pool, target = load_pool(raw_pool), load_pool(target_set)
-    selectors = [make_selector(m, seed=s) if m == "random" else make_selector(m)
+    selectors = [make_selector(m, seed=s) if takes_seed(m) else make_selector(m)
                  for m in config.methods
-                 for s in (config.random_seeds if m == "random" else [None])]
+                 for s in (config.random_seeds if takes_seed(m) else [None])]
     inputs, checkpoints = inputs_from_artifacts(pool, model_inputs["pool"], gradient_datastore,
                                                 target_gradients, warmup_proxy)
     records, started = [], time.perf_counter()

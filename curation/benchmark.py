@@ -29,7 +29,7 @@ from curation.pool import Pool
 from curation.proxies import EvalData, ProxyKind, kind_of, unsupported_methods
 from curation.proxies.causal_lm import LMEvalConfig
 from curation.report import metric_plot, metric_table
-from curation.selectors import SELECTORS, make_selector, resolve_budget
+from curation.selectors import SELECTORS, make_selector, resolve_budget, takes_seed
 from curation.workflow import GradientSettings, run_selection
 
 
@@ -108,7 +108,7 @@ def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: Benchmark
         runs = []
         for method, budget in ((m, b) for s, m, b in grid if s == seed):
             options = dict(config.selector_options.get(method, {}))
-            if method == "random":
+            if takes_seed(method):
                 options.setdefault("seed", seed)
             selector = make_selector(method, **options)
             runs.append((method, budget, *run_selection(pool, target, selector, budget, work_dir,

@@ -41,7 +41,7 @@ def select(
     """Select a subset of POOL and write it as a Selection with its lineage."""
     from curation.io import write_json, write_parquet
     from curation.pool import load_pool
-    from curation.selectors import SELECTORS, make_selector, resolve_budget
+    from curation.selectors import SELECTORS, make_selector, resolve_budget, takes_seed
     from curation.workflow import run_selection
 
     kind = proxy_kind(proxy)
@@ -49,7 +49,7 @@ def select(
     with user_errors():
         if out.suffix != ".parquet":
             raise CurationError(f"--out must be a .parquet path, got {out}")
-        params = {"seed": seed} if method == "random" else {}
+        params = {"seed": seed} if takes_seed(method) else {}
         selector = make_selector(method, **params)
         if lm_base is not None and not kind.takes_base:
             raise CurationError(f"--lm-base needs --proxy {base_kinds()}")

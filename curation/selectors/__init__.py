@@ -34,5 +34,10 @@ def make_selector(name: str, **params) -> Selector:
     return cls(**params)
 
 
+def takes_seed(name: str) -> bool:
+    """Whether selector ``name`` has a ``seed`` option (its picks are random draws)."""
+    return name in SELECTORS and any(f.name == "seed" for f in dataclasses.fields(SELECTORS[name]))
+
+
 __all__ = ["SELECTORS", "Selection", "SelectionInputs", "Selector", "make_selector",
-           "resolve_budget"]
+           "resolve_budget", "takes_seed"]
