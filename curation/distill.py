@@ -53,6 +53,7 @@ from curation.lineage import code_version, config_hash
 from curation.pool import Pool, n_classes_of
 from curation.proxies.classifier import Proxy, ProxySpec, WarmupConfig, cached_classifier, load_proxy
 from curation.selection import read_selection
+from curation.training import numpy_rng
 
 LABEL_KINDS = ("soft", "hard")
 METHODS = ("real", "tm")
@@ -217,7 +218,7 @@ def choose_rows(labels: np.ndarray, per_class: int, *, ranked: np.ndarray | None
     """
     if per_class < 1:
         raise CurationError(f"'per_class' must be at least 1 example per class, got {per_class}")
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng(seed)
     chosen = []
     for c in np.unique(labels):
         if ranked is None:
@@ -332,7 +333,9 @@ def match_trajectories(inputs: np.ndarray, soft_labels: np.ndarray,
 def _match(inputs: np.ndarray, soft_labels: np.ndarray, trajectories: Sequence[Sequence[Params]],
            spec: ProxySpec, config: MatchingConfig, learn_labels: bool, seed: int,
            progress: bool) -> MatchResult:
-    rng = np.random.default_rng(seed)
+    # Shares only the seeding with ``curation.training.train``: each outer Adam step is on the
+    # synthetic data through an unrolled, differentiable inner loop, not on a model's minibatches.
+    rng = numpy_rng(seed)
     n, n_classes = soft_labels.shape
     model = spec.build(inputs.shape[1], n_classes)
     x = torch.tensor(inputs, dtype=torch.float32, requires_grad=True)

@@ -79,6 +79,8 @@ def _loss_and_targets(y: np.ndarray, n: int, n_classes: int):
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, config: EvalConfig, seed: int,
         sample_weights: np.ndarray | None = None) -> nn.Module:
     """Fit a fresh model of ``config.model`` on (x, y); y holds labels or soft labels."""
+    # Seeded like every loop (``build`` calls ``curation.training.init_seed``), but not
+    # ``training.train``: one full-batch L-BFGS solve to convergence has no epochs, batches or snapshots.
     model = config.model.build(x.shape[1], n_classes, seed=seed)
     xt = torch.from_numpy(np.array(x, dtype=np.float32))
     loss_fn, yt = _loss_and_targets(y, len(x), n_classes)

@@ -62,9 +62,9 @@ from curation.proxies.base import (
     checkpoint_epochs,
     checkpoint_records,
     read_proxy_record,
-    save_checkpoint,
 )
 from curation.proxies.classifier import WarmupConfig
+from curation.training import init_seed, numpy_rng, train
 
 # vmap has no batching rule for CPU flash attention and falls back to a loop, with a warning per
 # call. Eager attention avoids the fallback but is no faster (benchmarks/bench_lora_gradients.py:
@@ -229,7 +229,7 @@ def build_model(spec: LMSpec, vocab_size: int, seed: int = 0) -> nn.Module:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    torch.manual_seed(seed)
+    init_seed(seed)
     if spec.base_path:
         # Local files only, and safetensors only: never a download, never a pickle.
         with _quiet_transformers():
@@ -289,21 +289,17 @@ def pretrain_base(texts: Sequence[str], out_dir: str | Path, spec: LMSpec = DEFA
         raise CurationError("pre-training needs at least one text")
     tokenizer = train_tokenizer(texts, spec.vocab_size)
     ids, targets = encode(tokenizer, texts, spec.max_length)
-    torch.manual_seed(config.seed)
+    init_seed(config.seed)
     device = lm_device()
     model = LlamaForCausalLM(base_config(spec, tokenizer.get_vocab_size())).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
     x, y = torch.from_numpy(ids), torch.from_numpy(targets)
     steps = config.epochs * math.ceil(len(x) / config.batch_size)
     model.train()
     with tqdm(total=steps, desc="pre-training base LM", disable=not progress) as bar:
-        for _ in range(config.epochs):
-            for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
-                optimizer.zero_grad()
-                lm_batch_loss(model, x[batch].to(device), y[batch].to(device)).backward()
-                optimizer.step()
-                bar.update()
+        train(model, model.parameters(),
+              lambda batch: lm_batch_loss(model, x[batch].to(device), y[batch].to(device)),
+              len(x), batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+              lr=config.lr, on_step=bar.update)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     with _quiet_transformers():
@@ -492,7 +488,7 @@ def warmup_lm(pool: Pool, out_dir: str | Path, spec: LMSpec = DEFAULT_LM,
     vocab_size = tokenizer.get_vocab_size()
     ids, targets = encode(tokenizer, texts, spec.max_length, prompts)
 
-    rng = np.random.default_rng(config.seed)
+    rng = numpy_rng(config.seed)
     n_train = max(1, int(round(config.fraction * len(ids))))
     subset = np.sort(rng.choice(len(ids), size=min(n_train, len(ids)), replace=False))
     x, y = torch.from_numpy(ids[subset]), torch.from_numpy(targets[subset])
@@ -510,27 +506,17 @@ def warmup_lm(pool: Pool, out_dir: str | Path, spec: LMSpec = DEFAULT_LM,
     model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     betas = (0.9, 0.999)
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=betas,
-                                 weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
     snapshot_at = set(checkpoint_epochs(config.epochs, config.checkpoints))
-    checkpoints: list[Checkpoint] = []
     if config.initial_checkpoint:
-        checkpoints.append(save_checkpoint(model, optimizer, out_dir, 0, 0, config.lr,
-                                            trainable_state(model)))
-    step = 0
+        snapshot_at.add(0)
     steps = config.epochs * math.ceil(len(x) / config.batch_size)
     with tqdm(total=steps, desc="warm-up (causal-lm)", disable=not progress) as bar:
-        for epoch in range(1, config.epochs + 1):
-            for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
-                optimizer.zero_grad()
-                lm_batch_loss(model, x[batch].to(device), y[batch].to(device)).backward()
-                optimizer.step()
-                step += 1
-                bar.update()
-            if epoch in snapshot_at:
-                checkpoints.append(save_checkpoint(model, optimizer, out_dir, epoch, step,
-                                                   config.lr, trainable_state(model)))
+        checkpoints = train(
+            model, trainable,
+            lambda batch: lm_batch_loss(model, x[batch].to(device), y[batch].to(device)), len(x),
+            batch_size=config.batch_size, epochs=config.epochs, seed=config.seed, lr=config.lr,
+            weight_decay=config.weight_decay, betas=betas, out_dir=out_dir,
+            snapshot_at=snapshot_at, snapshot_weights=trainable_state, on_step=bar.update)
     proxy = LMProxy(spec, out_dir, vocab_size, checkpoints, base_sha, betas, 1e-8)
     proxy.save()
     return proxy
@@ -591,29 +577,26 @@ def finetune_perplexity(proxy: LMProxy, ids: np.ndarray, targets: np.ndarray,
     """
     if len(ids) == 0:
         raise CurationError("cannot fine-tune on an empty subset")
-    torch.manual_seed(seed)
+    init_seed(seed)
     model = proxy.load_model(proxy.checkpoints[-1])
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr)
-    generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     x, y = torch.from_numpy(ids).to(device), torch.from_numpy(targets).to(device)
     w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32),
                                                      device=device)
+
+    def loss_of_batch(batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(device)
+        if w is None:
+            return lm_batch_loss(model, x[batch], y[batch])
+        per_token = lm_batch_loss(model, x[batch], y[batch], reduction="none")
+        valid = (y[batch][:, 1:] != IGNORE).reshape(len(batch), -1)
+        per_example = (per_token.reshape(len(batch), -1) * valid).sum(1) / valid.sum(1)
+        return (per_example * w[batch]).sum() / w[batch].sum().clamp_min(1e-12)
+
     model.train()
-    for _ in range(config.epochs):
-        for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
-            batch = batch.to(device)
-            optimizer.zero_grad()
-            if w is None:
-                loss = lm_batch_loss(model, x[batch], y[batch])
-            else:
-                per_token = lm_batch_loss(model, x[batch], y[batch], reduction="none")
-                valid = (y[batch][:, 1:] != IGNORE).reshape(len(batch), -1)
-                per_example = (per_token.reshape(len(batch), -1) * valid).sum(1) / valid.sum(1)
-                loss = (per_example * w[batch]).sum() / w[batch].sum().clamp_min(1e-12)
-            loss.backward()
-            optimizer.step()
+    train(model, params, loss_of_batch, len(x), batch_size=config.batch_size,
+          epochs=config.epochs, seed=seed, lr=config.lr)
     loss = token_loss(model, test_ids, test_targets, config.eval_batch_size)
     return {**loss_scores(loss), "n_train": len(ids)}
 

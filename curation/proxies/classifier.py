@@ -36,8 +36,8 @@ from curation.proxies.base import (
     checkpoint_epochs,
     checkpoint_records,
     read_proxy_record,
-    save_checkpoint,
 )
+from curation.training import init_seed, numpy_rng, train
 
 CLASSIFIER_KINDS = ("linear", "mlp")
 
@@ -56,7 +56,7 @@ class ProxySpec:
     hidden: int = Field(default=128, gt=0, description="Hidden units of the mlp.")
 
     def build(self, in_dim: int, n_classes: int, seed: int = 0) -> nn.Module:
-        torch.manual_seed(seed)
+        init_seed(seed)
         if self.kind == "linear":
             return nn.Sequential(nn.Linear(in_dim, n_classes))
         return nn.Sequential(nn.Linear(in_dim, self.hidden), nn.ReLU(),
@@ -146,7 +146,7 @@ def warmup(inputs: np.ndarray, labels: np.ndarray, n_classes: int, out_dir: str 
     """Train a proxy on a seeded fraction of the pool and save its checkpoints under ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(config.seed)
+    rng = numpy_rng(config.seed)
     n_train = max(n_classes, int(round(config.fraction * len(inputs))))
     subset = np.sort(rng.choice(len(inputs), size=min(n_train, len(inputs)), replace=False))
     x = torch.from_numpy(np.ascontiguousarray(inputs[subset], dtype=np.float32))
@@ -154,22 +154,14 @@ def warmup(inputs: np.ndarray, labels: np.ndarray, n_classes: int, out_dir: str 
 
     model = spec.build(inputs.shape[1], n_classes, seed=config.seed)
     betas = (0.9, 0.999)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=betas,
-                                 weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
     snapshot_at = set(checkpoint_epochs(config.epochs, config.checkpoints))
-    checkpoints: list[Checkpoint] = []
     if config.initial_checkpoint:
-        checkpoints.append(save_checkpoint(model, optimizer, out_dir, 0, 0, config.lr))
-    step = 0
-    for epoch in range(1, config.epochs + 1):
-        for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            optimizer.step()
-            step += 1
-        if epoch in snapshot_at:
-            checkpoints.append(save_checkpoint(model, optimizer, out_dir, epoch, step, config.lr))
+        snapshot_at.add(0)
+    checkpoints = train(
+        model, model.parameters(),
+        lambda batch: nn.functional.cross_entropy(model(x[batch]), y[batch]), len(x),
+        batch_size=config.batch_size, epochs=config.epochs, seed=config.seed, lr=config.lr,
+        weight_decay=config.weight_decay, betas=betas, out_dir=out_dir, snapshot_at=snapshot_at)
     proxy = Proxy(spec, inputs.shape[1], n_classes, checkpoints, betas, 1e-8)
     proxy.save(out_dir)
     return proxy
