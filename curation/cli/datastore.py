@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from curation.cli.common import console, default_home, user_errors
 from curation.cli.options import config_options
 from curation.datastore import DatastoreSpec, parse_params
 
@@ -38,7 +39,6 @@ def build(
     """Train (or reuse) the proxy on POOL, then build or resume its gradient datastore in OUT."""
     from dataclasses import replace
 
-    from curation.cli import console, default_home, user_errors
     from curation.datastore import build_datastore, check_scheduler
     from curation.embed import input_matrix
     from curation.pool import load_pool
@@ -79,7 +79,6 @@ def build(
 @datastore_app.command("info")
 def info(directory: Annotated[Path, typer.Argument(help="Datastore directory.")]) -> None:
     """Print the manifest summary of a datastore (and of its target store, if any)."""
-    from curation.cli import console, user_errors
     from curation.datastore import read_manifest
 
     with user_errors():
@@ -94,7 +93,6 @@ def info(directory: Annotated[Path, typer.Argument(help="Datastore directory.")]
 @datastore_app.command("verify")
 def verify(directory: Annotated[Path, typer.Argument(help="Datastore directory.")]) -> None:
     """Check every shard against the manifest's sha256; exit 2 naming any bad shard."""
-    from curation.cli import console, user_errors
     from curation.datastore import verify_datastore
     from curation.errors import CurationError
 
