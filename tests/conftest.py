@@ -1,7 +1,9 @@
 """Shared fixtures: every test writes under tmp_path; nothing touches the network or $HOME."""
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,20 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Resources built at import time (``pipelines.definitions``' ``ArtifactStore()``) read
+    CURATION_HOME before any ``home`` fixture sets it; give them a session directory, not the
+    project's ``.curation`` (which ``make test`` exports), so no test writes there."""
+    config.curation_default_home = tempfile.mkdtemp(prefix="curation-test-home-")
+    os.environ["CURATION_HOME"] = config.curation_default_home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = getattr(config, "curation_default_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
