@@ -1,7 +1,10 @@
 """Shared fixtures: every test writes under tmp_path; nothing touches the network or $HOME."""
 
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +18,62 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Resources built at import time (``pipelines.definitions``' ``ArtifactStore()``) read
+    CURATION_HOME before any ``home`` fixture sets it; give them a session directory, not the
+    project's ``.curation`` (which ``make test`` exports), so no test writes there."""
+    config.curation_default_home = tempfile.mkdtemp(prefix="curation-test-home-")
+    os.environ["CURATION_HOME"] = config.curation_default_home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = getattr(config, "curation_default_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def embeddings_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MiniLM embeddings cache for the whole session.
+
+    ``curation.embed`` caches by content hash in ``<work dir>/embeddings``, and every
+    ``home`` has a fresh work dir: without this, each test re-embeds the same documents.
+    """
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_embeddings_in_process(embeddings_cache: Path) -> Iterator[None]:
+    """In this process every embedding goes through the session's cache, whatever work dir
+    the caller passed (an ArtifactStore root, ``tmp_path / "work"``...). The cache is keyed by
+    model, settings and the texts themselves, so sharing it changes no result. Session-scoped
+    and autouse, so session fixtures that materialize text scenarios share it too."""
+    import curation.embed as embed
+
+    original = embed.embed_texts
+
+    def embed_texts(texts, *, cache_dir=None, **kwargs):
+        return original(texts, cache_dir=embeddings_cache, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(embed, "embed_texts", embed_texts)
+        yield
+
+
+def share_embeddings(curation_home: Path, cache: Path) -> None:
+    """Point ``curation_home/work/embeddings`` (the CLI's and ArtifactStore's default work
+    dir) at the session's cache; everything else in the work dir stays per test."""
+    link = curation_home / "work" / "embeddings"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(cache, target_is_directory=True)
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh CURATION_HOME and DAGSTER_HOME (telemetry off) for one test."""
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embeddings_cache: Path) -> Path:
+    """A fresh CURATION_HOME and DAGSTER_HOME (telemetry off) for one test; embeddings come
+    from the session's shared cache."""
     curation_home = tmp_path / "curation_home"
+    share_embeddings(curation_home, embeddings_cache)
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
