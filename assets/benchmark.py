@@ -6,7 +6,8 @@ from pydantic import Field, field_validator
 from assets import _metadata as md
 from assets._metadata import check_choices
 from curation.benchmark import BenchmarkConfig, benchmark_id, run_benchmark, write_report
-from curation.config import choice
+from curation.config import choice, config_fields, default_of
+from curation.datastore import DatastoreSpec
 from curation.evaluate import EvalConfig
 from curation.pool import load_pool
 from curation.proxies import PROXY_KINDS, proxy_kind
@@ -22,7 +23,8 @@ class BenchmarkReportConfig(dg.Config):
     proxy: choice(PROXY_KINDS) = Field(default="linear", description=(
         "Proxy kind: linear or mlp (classifier heads, scored by test accuracy), or causal-lm "
         "(a small LM with LoRA adapters, scored by held-out perplexity; leave out el2n)."))
-    dim: int = Field(default=1024, gt=0, description="Projection dimension per checkpoint.")
+    dim: int = Field(default=default_of(DatastoreSpec, "dim"), gt=0,
+                     description=config_fields(DatastoreSpec, ("dim",))["dim"].description)
     use_weights: bool = Field(default=False, description="Train on selector weights.")
     pretrain_docs: int = Field(default=4000, ge=0, description=(
         "causal-lm without lm_base: pre-train the base LM on this many 20 Newsgroups training "

@@ -95,6 +95,11 @@ def config_fields(cls: type, only: Iterable[str] | None = None,
     return {n: fields[n] for n in names if n not in set(exclude)}
 
 
+def default_of(cls: type, name: str) -> Any:
+    """The declared default of field ``name`` of a :func:`config` class (one place for it)."""
+    return config_fields(cls, (name,))[name].get_default(call_default_factory=True)
+
+
 def from_values(cls: type[T], values: dict[str, Any], **overrides: Any) -> T:
     """``cls`` built from the entries of ``values`` it declares (others are ignored), then overrides."""
     declared = cls.__pydantic_fields__

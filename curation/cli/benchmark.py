@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from curation.cli.common import (
+    DEFAULT_DIM,
+    DIM_HELP,
     LM_BASE_HELP,
     PROXY_HELP,
     ProxyName,
@@ -46,7 +48,7 @@ def benchmark(
     proxy: Annotated[ProxyName, typer.Option(help=PROXY_HELP)] = "linear",
     checkpoints: Annotated[int | None, typer.Option(
         help="Proxy checkpoints [default: 4; 3 for causal-lm].")] = None,
-    dim: Annotated[int, typer.Option(help="Projection dimension per checkpoint.")] = 1024,
+    dim: Annotated[int, typer.Option(help=DIM_HELP)] = DEFAULT_DIM,
     use_weights: Annotated[bool, typer.Option(help="Train on selector weights.")] = False,
     lm_base: Annotated[Path | None, typer.Option(help=LM_BASE_HELP)] = None,
     pretrain_docs: Annotated[int, typer.Option(

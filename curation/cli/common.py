@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from curation.config import choice
+from curation.config import choice, config_fields, default_of
+from curation.datastore import DatastoreSpec
 from curation.errors import CurationError
 from curation.proxies import PROXY_KINDS, proxy_help
 
@@ -69,6 +70,9 @@ def _cell(value) -> str:
 
 PROXY_HELP = proxy_help()
 ProxyName = choice(PROXY_KINDS)
+# The projection dimension is a datastore field: its default and text are declared there.
+DEFAULT_DIM = default_of(DatastoreSpec, "dim")
+DIM_HELP = config_fields(DatastoreSpec, ("dim",))["dim"].description
 LM_BASE_HELP = ("causal-lm: a local model directory (save_pretrained, safetensors, with "
                 "tokenizer.json) to start from instead of a random-init base; never downloaded.")
 

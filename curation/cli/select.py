@@ -9,6 +9,8 @@ import numpy as np
 import typer
 
 from curation.cli.common import (
+    DEFAULT_DIM,
+    DIM_HELP,
     LM_BASE_HELP,
     PROXY_HELP,
     ProxyName,
@@ -33,7 +35,7 @@ def select(
     proxy: Annotated[ProxyName, typer.Option(help=PROXY_HELP)] = "linear",
     checkpoints: Annotated[int, typer.Option(help="Proxy checkpoints (trajectory length).")]
     = 4,
-    dim: Annotated[int, typer.Option(help="Projection dimension per checkpoint.")] = 1024,
+    dim: Annotated[int, typer.Option(help=DIM_HELP)] = DEFAULT_DIM,
     lm_base: Annotated[Path | None, typer.Option(help=LM_BASE_HELP)] = None,
     work_dir: Annotated[Path | None, typer.Option(help="Cache for embeddings, proxies, stores.")]
     = None,

@@ -186,7 +186,7 @@ class ProxyKind:
         raise NotImplementedError
 
     def settings(self, work_dir: Path, pool: Pool | None, target: Pool | None, *,
-                 checkpoints: int | None = None, dim: int = 1024, seed: int = 0,
+                 checkpoints: int | None = None, dim: int | None = None, seed: int = 0,
                  spec_options: dict | None = None, warmup: Any = None, base: str | Path | None = None,
                  pretrain_docs: int = 0, train_base: bool | None = None,
                  progress: bool = False):

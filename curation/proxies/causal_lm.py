@@ -50,7 +50,7 @@ from pydantic import Field, field_validator, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from curation.config import choice, config
+from curation.config import choice, config, default_of
 from curation.errors import CurationError
 from curation.io import atomic_path, sha256_file, write_json
 from curation.pool import Pool
@@ -614,7 +614,7 @@ def cached_lm_proxy(work_dir: Path, pool: Pool, settings, progress: bool = False
 
 
 def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints: int = 3,
-                dim: int = 1024, seed: int = 0, base: str | Path | None = None,
+                dim: int | None = None, seed: int = 0, base: str | Path | None = None,
                 pretrain_docs: int = 0, train_base: bool | None = None,
                 warmup: WarmupConfig | None = None, progress: bool = False):
     """Settings of a causal-LM proxy: on ``base`` (a local model directory), else on a base
@@ -634,7 +634,8 @@ def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints:
     spec = LMSpec(base_path=str(base or ""), train_base=train_base)
     warmup = warmup or replace(LM_WARMUP, epochs=max(3, checkpoints), checkpoints=checkpoints,
                                seed=seed)
-    datastore = DatastoreSpec(dim=dim, seed=seed, batch_size=LM_GRADIENT_BATCH)
+    datastore = DatastoreSpec(dim=default_of(DatastoreSpec, "dim") if dim is None else dim, seed=seed,
+                              batch_size=LM_GRADIENT_BATCH)
     return GradientSettings(spec, warmup, datastore)
 
 
@@ -692,7 +693,7 @@ class CausalLMKind(ProxyKind):
     def spec(self, **options) -> LMSpec:
         return LMSpec(**options)
 
-    def settings(self, work_dir, pool, target, *, checkpoints=None, dim=1024, seed=0,
+    def settings(self, work_dir, pool, target, *, checkpoints=None, dim=None, seed=0,
                  spec_options=None, warmup=None, base=None, pretrain_docs=0, train_base=None,
                  progress=False):
         return lm_settings(work_dir, pool, target, checkpoints=checkpoints or

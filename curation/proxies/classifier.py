@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from safetensors.torch import load_file
 from torch import nn
 
-from curation.config import choice, config
+from curation.config import choice, config, default_of
 from curation.errors import CurationError
 from curation.io import write_json
 from curation.proxies.base import (
@@ -261,7 +261,7 @@ class ClassifierKind(ProxyKind):
     def spec(self, **options) -> ProxySpec:
         return ProxySpec(self.name, **options)
 
-    def settings(self, work_dir, pool, target, *, checkpoints=None, dim=1024, seed=0,
+    def settings(self, work_dir, pool, target, *, checkpoints=None, dim=None, seed=0,
                  spec_options=None, warmup=None, base=None, pretrain_docs=0, train_base=None,
                  progress=False):
         from curation.datastore import DatastoreSpec
@@ -272,6 +272,7 @@ class ClassifierKind(ProxyKind):
         checkpoints = checkpoints or self.default_checkpoints
         warmup = warmup or WarmupConfig(epochs=max(4, checkpoints), checkpoints=checkpoints,
                                         seed=seed)
+        dim = default_of(DatastoreSpec, "dim") if dim is None else dim
         return GradientSettings(self.spec(**(spec_options or {})), warmup,
                                 DatastoreSpec(dim=dim, seed=seed))
 
