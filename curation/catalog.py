@@ -11,12 +11,20 @@ transaction on a fresh connection; a write (or read) that finds the file locked 
 process retries with jittered backoff for a bounded time (``lock_timeout``), then fails
 naming the file. Rows are loaded in bulk by DuckDB from Arrow tables or Parquet files, never
 inserted row by row.
+
+User SQL (``user_query``, behind ``curation catalog query``) runs on a sandboxed connection:
+the file opened read-only, DuckDB's external access off (no ``COPY ... TO``, ``EXPORT``,
+``ATTACH``, ``read_csv``/``read_text``/``glob`` of other files, no extension install or load),
+no spilling to a temp directory, the configuration locked so the SQL cannot undo any of it,
+and a time limit after which the query is interrupted.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,6 +83,11 @@ ALTER TABLE selections ADD COLUMN IF NOT EXISTS path VARCHAR;
 """
 
 MIX_COLUMNS = ("label", "domain")
+QUERY_TIMEOUT = 60.0  # seconds a user query may run (``curation catalog query --timeout``)
+# What user SQL may not do: touch any file but the catalog, load code, or change these.
+SANDBOX = {"enable_external_access": False, "autoload_known_extensions": False,
+           "autoinstall_known_extensions": False, "allow_community_extensions": False,
+           "temp_directory": "", "lock_configuration": True}
 
 
 class Catalog:
@@ -87,11 +100,18 @@ class Catalog:
     # -- connections ---------------------------------------------------------------------
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, read_only: bool = False,
+                sandbox: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the file; ``sandbox`` (read-only) locks user SQL in (``SANDBOX``)."""
+        read_only = read_only or sandbox
         if read_only and not self.path.exists():
             raise CurationError(f"catalog not found: {self.path}")
+        if self.path.is_dir():
+            raise CurationError(f"{self.path} is a directory, not a DuckDB catalog file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._retry(lambda: duckdb.connect(str(self.path), read_only=read_only))
+        config = SANDBOX if sandbox else {}
+        con = self._retry(lambda: duckdb.connect(str(self.path), read_only=read_only,
+                                                 config=config))
         try:
             if not read_only:
                 con.execute(SCHEMA)
@@ -106,6 +126,9 @@ class Catalog:
             try:
                 return open_()
             except duckdb.IOException as exc:
+                if "not a valid DuckDB database file" in str(exc):
+                    raise CurationError(f"{self.path} is not a DuckDB catalog (the file exists "
+                                        "but is not a DuckDB database); check --db") from None
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise CurationError(f"catalog {self.path} is busy or unreadable: {exc}") from exc
                 time.sleep(delay * (1 + random.random()))
@@ -161,9 +184,19 @@ class Catalog:
     def register_config(self, config: dict) -> str:
         """Register a selector config (``selector``, ``budget``, parameters) under its
         canonical hash; registering it again changes nothing. Returns the hash."""
+        from curation.selectors.base import resolve_budget  # torch: only where needed
+
         for key in ("selector", "budget"):
             if key not in config:
                 raise CurationError(f"selector config {config} is missing {key!r}")
+        try:
+            # Any pool size: only whether the budget is a fraction below 1 or a whole count.
+            resolve_budget(float(config["budget"]), sys.maxsize)
+        except (TypeError, ValueError):
+            raise CurationError(f"selector config 'budget' must be a number, got "
+                                f"{config['budget']!r}") from None
+        except CurationError as exc:
+            raise CurationError(f"selector config {exc}") from None
         key = config_hash(config)
 
         def write(con: duckdb.DuckDBPyConnection) -> None:
@@ -311,6 +344,30 @@ class Catalog:
             except duckdb.Error as exc:
                 raise CurationError(f"catalog query failed: {exc}") from exc
 
+    def user_query(self, sql: str, timeout: float = QUERY_TIMEOUT) -> pa.Table:
+        """Run a user's SQL in the sandbox (``SANDBOX``, read-only) for at most ``timeout``
+        seconds; anything refused, failing or too slow becomes one line."""
+        if not timeout > 0:
+            raise CurationError(f"query timeout must be > 0 seconds, got {timeout}")
+        with self.connect(sandbox=True) as con:
+            timer = threading.Timer(timeout, con.interrupt)
+            timer.start()
+            try:
+                relation = con.sql(sql)
+                if relation is None:
+                    raise CurationError("catalog query returned no rows to show (use a SELECT)")
+                return relation.to_arrow_table()
+            except duckdb.InterruptException:
+                raise CurationError(f"catalog query stopped after its time limit of {timeout:g} s"
+                                    " (--timeout); narrow it or allow more time") from None
+            except duckdb.PermissionException as exc:
+                raise CurationError(f"catalog query refused: {_first_line(exc)} (queries may "
+                                    "read only the catalog's own tables)") from None
+            except duckdb.Error as exc:
+                raise CurationError(f"catalog query failed: {_first_line(exc)}") from None
+            finally:
+                timer.cancel()
+
     def _rows(self, sql: str, params: list | None = None) -> list[dict]:
         return self.query(sql, params).to_pylist()
 
@@ -451,6 +508,11 @@ class Catalog:
             FROM pool FULL OUTER JOIN sub USING (value)
             ORDER BY TRY_CAST(value AS BIGINT) NULLS LAST, value
             """, {"sid": sid})
+
+
+def _first_line(exc: Exception) -> str:
+    """DuckDB's message without its candidate lists and hints (one line)."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _now() -> datetime:

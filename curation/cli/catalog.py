@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from curation.catalog import QUERY_TIMEOUT
 from curation.cli.common import Db, console, open_catalog, print_table, user_errors
 from curation.errors import CurationError
 
@@ -45,8 +46,9 @@ def register_config(
     from curation.selectors import make_selector
 
     with user_errors():
-        if budget <= 0:
-            raise CurationError(f"--budget must be > 0, got {budget}")
+        if not budget > 0:
+            raise CurationError(f"--budget must be > 0 (a fraction below 1 or a whole count), "
+                                f"got {budget}")
         config = selection_config(make_selector(selector, **_params(param or [])), budget)
         key = open_catalog(db).register_config(config)
     console.print(f"config {key}: {json.dumps(config, sort_keys=True)}")
@@ -90,11 +92,19 @@ def mix(
 @catalog_app.command("query")
 def catalog_query(
     sql: Annotated[str, typer.Argument(help="Read-only SQL over the catalog tables.")],
+    timeout: Annotated[float, typer.Option(
+        help="Seconds the query may run before it is stopped.")] = QUERY_TIMEOUT,
     db: Db = None,
 ) -> None:
-    """Run SQL against the catalog and print the result as a table."""
+    """Run SQL against the catalog and print the result as a table.
+
+    The SQL runs sandboxed: the catalog is opened read-only, DuckDB's access to any other
+    file, the network and extensions is off (COPY ... TO, EXPORT DATABASE, ATTACH, read_csv,
+    read_text, glob, INSTALL and LOAD are refused), the settings are locked so the SQL cannot
+    turn that back on, and a query running longer than --timeout seconds is stopped.
+    """
     with user_errors():
-        result = open_catalog(db).query(sql)
+        result = open_catalog(db).user_query(sql, timeout)
     table = Table(*result.column_names)
     for row in result.to_pylist():
         table.add_row(*(str(v) for v in row.values()))

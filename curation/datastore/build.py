@@ -25,7 +25,10 @@ Resume
     damaged since) is recomputed, never taken as complete. A shard depends only on its rows,
     the proxy and the spec, so a resumed build is bitwise identical to an uninterrupted one.
     ``build.json`` records what the directory holds and a build of anything else into it is
-    refused; a lock on ``.lock`` refuses two builds into one directory at once.
+    refused. Two builds into one directory take turns on ``.lock``: the second waits (a status
+    line every 30 s, at most ``$CURATION_LOCK_TIMEOUT`` seconds, default one hour) and then
+    keeps the shards the first one finished. Everything that can be refused (parameter names,
+    shapes) is checked before the directory, ``build.json`` or ``.lock`` is written.
 
 Where shards run
     In-process by default; with ``scheduler``, on Dask workers (``curation.datastore.dask``).
@@ -33,13 +36,12 @@ Where shards run
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,8 +56,12 @@ from curation.datastore.store import DTYPES, FORMAT_VERSION, STATS_FILE, Gradien
 from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS, adam_features, per_example_gradient_blocks
 from curation.io import atomic_path, sha256_file, write_atomic, write_json, write_parquet
+from curation.locks import lock_timeout, wait_for_lock
 from curation.projectors import PROJECTORS, make_projector
 from curation.proxies.base import TrainedProxy
+
+# A second build into a busy directory waits this long (seconds) for the first one.
+BUILD_LOCK_TIMEOUT = 3600.0
 
 
 @config("datastore")
@@ -140,15 +146,16 @@ def build_datastore(proxy: TrainedProxy, inputs: np.ndarray, labels: np.ndarray,
     if np.ndim(inputs) != 2 or np.shape(inputs)[1] != proxy.in_dim:
         raise CurationError(f"datastore inputs must be (rows, {proxy.in_dim}) for this proxy, "
                             f"got {tuple(np.shape(inputs))}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     build = {"spec": asdict(spec), "n": len(inputs), "pool_id": pool_id,
              "proxy_checkpoints": [c.sha256 for c in proxy.checkpoints]}
+    # Validates the parameter names against the proxy: before anything is written.
+    computer = FeatureComputer(proxy, spec)
+    out_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):
         _claim_directory(out_dir, build)
         for stale in out_dir.glob(".*.tmp"):  # temp files of a killed build: never complete
             stale.unlink()
-        computer = FeatureComputer(proxy, spec)
         bounds = [(s, min(s + spec.shard_size, len(inputs)))
                   for s in range(0, len(inputs), spec.shard_size)]
         shape = (len(proxy.checkpoints), spec.dim)
@@ -319,16 +326,8 @@ def _claim_directory(out_dir: Path, build: dict) -> None:
     write_json(path, build)
 
 
-@contextmanager
-def _exclusive(out_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out_dir`` (released by the kernel if the process dies)."""
-    with open(out_dir / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CurationError(f"another build is writing {out_dir}; wait for it to finish") \
-                from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _exclusive(out_dir: Path) -> AbstractContextManager[None]:
+    """Hold the build lock of ``out_dir``, waiting for a build already writing there
+    (released by the kernel if its process dies)."""
+    return wait_for_lock(out_dir / ".lock", f"the datastore build in {out_dir}",
+                         lock_timeout(BUILD_LOCK_TIMEOUT))

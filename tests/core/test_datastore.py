@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -254,13 +255,28 @@ def test_directory_of_another_build_is_refused(tmp_path, proxy_and_data):
         _build(proxy_and_data, tmp_path / "s", kind="adam")
 
 
-def test_concurrent_build_into_one_directory_is_refused(tmp_path, proxy_and_data):
+def test_a_second_build_into_one_directory_waits_for_the_first(tmp_path, proxy_and_data,
+                                                                monkeypatch, capsys):
     (tmp_path / "s").mkdir()
     with open(tmp_path / "s" / ".lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        with pytest.raises(CurationError, match="another build is writing"):
+        monkeypatch.setenv("CURATION_LOCK_TIMEOUT", "0.3")
+        with pytest.raises(CurationError, match=r"datastore build in .* is still held by another "
+                                                r"process .* after 0.3 s"):
             _build(proxy_and_data, tmp_path / "s")
-    assert _build(proxy_and_data, tmp_path / "s").n == 90
+        monkeypatch.delenv("CURATION_LOCK_TIMEOUT")
+        threading.Timer(0.5, fcntl.flock, (handle, fcntl.LOCK_UN)).start()
+        started = time.monotonic()
+        assert _build(proxy_and_data, tmp_path / "s").n == 90
+    assert time.monotonic() - started >= 0.4
+    assert "waiting for another process" in capsys.readouterr().err
+
+
+def test_unknown_parameter_names_are_refused_before_anything_is_written(tmp_path,
+                                                                        proxy_and_data):
+    with pytest.raises(CurationError, match="unknown parameter names"):
+        _build(proxy_and_data, tmp_path / "s", params=("nosuchparam",))
+    assert not (tmp_path / "s").exists()
 
 
 def test_manifest_records_projection_and_checkpoints(tmp_path, proxy_and_data):
