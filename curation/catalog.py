@@ -213,6 +213,13 @@ class Catalog:
         members = selection.to_table()
         return self._record_selection(lineage, path, lambda con: con.register("members", members))
 
+    def record_selection_file(self, path: str | Path, lineage: dict, pool: Pool,
+                              pool_path: str | Path) -> str:
+        """Record a selection file written beside its lineage (what ``curation select``
+        writes) and its pool with the pool's file, so a release can find the pool later."""
+        self.record_pool(pool, "pool", path=pool_path)
+        return self.load_selection_file(path, lineage)
+
     def load_selection_file(self, path: str | Path, lineage: dict) -> str:
         """Record a selection Parquet file (``id, weight, score, rank``) read by DuckDB."""
         path = Path(path).resolve()

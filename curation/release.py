@@ -11,7 +11,16 @@ A release ``V`` is a directory ``releases/V/`` in the project's DVC repository h
 
 ``create_release`` writes it, tracks it with ``dvc add`` (``releases/V.dvc``), pushes it to a
 DVC remote and records it in the catalog with the ``.dvc`` text and every file's md5. Versions
-are immutable: the catalog's primary key and an exclusive ``mkdir`` both refuse a second ``V``.
+are immutable: the catalog's primary key refuses a second ``V``.
+
+Atomic: a release is built in a hidden staging directory ``releases/.staging-*/`` (exported,
+``dvc add``-ed and pushed there), then a journal (``release.json``) is written into it, the
+directory and its ``.dvc`` file are renamed into place and the catalog row is written; only
+then is the staging directory removed. Every create and checkout of one repository holds
+a lock in ``.dvc/tmp`` (waiting for another, bounded, with a status line), so DVC never sees two
+of them at once, and first recovers what a killed run left: staging without a journal is
+deleted; with a journal but no matching catalog row, the renamed directory and ``.dvc``
+file and their ``.gitignore`` entry are removed too, so the version is free again.
 ``checkout_release`` restores ``V`` from the DVC cache or remote into any directory using the
 recorded ``.dvc`` text (so a later edit of ``releases/V`` or of the ``.dvc`` file cannot change
 what comes back) and verifies every byte against the recorded md5s.
@@ -21,8 +30,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,11 +51,15 @@ from curation.catalog import Catalog
 from curation.errors import CurationError
 from curation.io import sha256_file, write_atomic, write_json, write_parquet
 from curation.lineage import canonical_json, code_version, config_hash
+from curation.locks import lock_timeout, wait_for_lock
 from curation.pool import Pool, load_pool
 
 RELEASES_DIR = "releases"
 KINDS = ("selection", "distilled")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: no trailing newline
+STAGING_PREFIX, RESTORE_PREFIX, JOURNAL = ".staging-", ".restore-", "release.json"
+RELEASE_LOCK_TIMEOUT = 600.0  # seconds a create / checkout waits for another in the same repo
+KILL_AT_ENV = "CURATION_RELEASE_KILL_AT"  # fault injection for the tests: SIGKILL at a stage
 _EXTRA_COLUMNS = ("selection_weight", "selection_score", "selection_rank")
 
 
@@ -64,7 +79,8 @@ class ReleaseSource:
 
 
 def check_version(version: str) -> str:
-    if not _VERSION.match(version) or version.endswith(".dvc"):
+    if not isinstance(version, str) or not _VERSION.fullmatch(version) \
+            or version.endswith(".dvc"):
         raise CurationError(f"release version {version!r} must be 1-64 letters, digits, '.', "
                             "'_' or '-', start with a letter or digit (e.g. v1, 2024.06)")
     return version
@@ -93,6 +109,9 @@ def load_source(catalog: Catalog, ref: str, kind: str = "selection") -> ReleaseS
     if pool is None or not pool.get("path"):
         raise CurationError(f"{kind} {source_id}: its pool {row.get('pool_id')} has no file "
                             "recorded in the catalog; pass the pool file (--pool)")
+    if not Path(pool["path"]).exists():
+        raise CurationError(f"{kind} {source_id}: its pool file {pool['path']} (recorded in the "
+                            "catalog) no longer exists; pass the pool file (--pool)")
     if kind == "selection":
         return ReleaseSource(kind, source_id, catalog.members(kind, source_id), lineage,
                              row["pool_id"], pool["path"], lineage.get("config_hash"),
@@ -111,7 +130,7 @@ def register_selection_file(catalog: Catalog, path: str | Path,
     lineage_path = path.with_suffix(".lineage.json")
     if not lineage_path.exists():
         raise CurationError(f"lineage file not found beside the selection: {lineage_path}")
-    lineage = json.loads(lineage_path.read_text())
+    lineage = read_lineage(lineage_path, ("pool_id", "config_hash", "selector", "config"))
     _register_pool(catalog, path, lineage.get("pool_id"), pool_path)
     return catalog.load_selection_file(path, lineage)
 
@@ -125,18 +144,41 @@ def register_distilled_file(catalog: Catalog, path: str | Path,
     lineage_path = path.parent / "lineage.json"
     if not lineage_path.exists():
         raise CurationError(f"lineage file not found beside the distilled set: {lineage_path}")
-    lineage = json.loads(lineage_path.read_text())
+    lineage = read_lineage(lineage_path, ("pool_id",))
     _register_pool(catalog, path, lineage.get("pool_id"), pool_path)
     return catalog.record_distilled_set(sha256_file(path)[:16], path, lineage)
 
 
+def read_lineage(path: Path, keys: tuple[str, ...]) -> dict:
+    """A lineage JSON file that must be an object holding ``keys``; else one line naming it."""
+    try:
+        lineage = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CurationError(f"{path} is not a JSON lineage record: {exc}") from None
+    if not isinstance(lineage, dict):
+        raise CurationError(f"{path} is not a JSON lineage record: expected an object, got "
+                            f"{type(lineage).__name__}")
+    missing = [k for k in keys if k not in lineage]
+    if missing:
+        raise CurationError(f"{path}: lineage record is missing {missing}")
+    if "config" in keys and not (isinstance(lineage["config"], dict)
+                                 and "budget" in lineage["config"]):
+        raise CurationError(f"{path}: lineage 'config' must be an object with a 'budget'")
+    return lineage
+
+
 def _register_pool(catalog: Catalog, source: Path, pool_id: str | None,
                    pool_path: str | Path | None) -> None:
+    """Make sure the catalog knows the source's pool and its file: the lineage's pool as the
+    catalog recorded it (``curation select`` does), or the given ``pool_path``."""
     known = catalog.pool(pool_id or "") if catalog.path.exists() else None
     if pool_path is None:
         if not (known and known.get("path")):
             raise CurationError(f"{source}: its pool {pool_id} is not in the catalog; "
                                 "pass the pool file (--pool)")
+        if not Path(known["path"]).exists():
+            raise CurationError(f"{source}: its pool file {known['path']} (recorded in the "
+                                "catalog) no longer exists; pass the pool file (--pool)")
         return
     pool = load_pool(pool_path)
     if pool.content_hash != pool_id:
@@ -147,59 +189,168 @@ def _register_pool(catalog: Catalog, source: Path, pool_id: str | None,
 
 def create_release(catalog: Catalog, ref: str, version: str, *, repo_root: str | Path = ".",
                    remote: str | None = None, kind: str = "selection") -> dict:
-    """Export, ``dvc add``, ``dvc push`` and record release ``version`` of a catalog subset."""
+    """Export, ``dvc add``, ``dvc push`` and record release ``version`` of a catalog subset;
+    nothing becomes visible until all of it is done (see the module docstring)."""
     check_version(version)
     root = find_repo_root(repo_root)
+    source = load_source(catalog, ref, kind)
+    pool = _source_pool(source)
+    releases = root / RELEASES_DIR
     with _dvc(root) as repo:
         remote_name, remote_url = _remote(repo, remote)
-    if catalog.path.exists() and version in catalog.query(
-            "SELECT version FROM releases").column("version").to_pylist():
+    with release_lock(root):
+        recover_releases(catalog, root)
+        _check_free(catalog, releases, version)
+        releases.mkdir(exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=releases))
+        try:
+            record, members, files, pushed = _stage_release(
+                catalog, root, staging, source, pool, version, remote_name, remote_url)
+            _publish(catalog, root, staging, record, members, files)
+        except BaseException:
+            _undo_staged(root, staging, version)
+            raise
+    return {**record, "files": files.to_pylist(), "pushed": pushed}
+
+
+def _stage_release(catalog: Catalog, root: Path, staging: Path, source: ReleaseSource,
+                   pool: Pool, version: str, remote_name: str, remote_url: str
+                   ) -> tuple[dict, pa.Table, pa.Table, int]:
+    """Write, ``dvc add`` and push the release inside ``staging``; return its catalog record
+    (paths as they will be once published), members, files and the count pushed."""
+    out, dvc_file = staging / version, staging / f"{version}.dvc"
+    out.mkdir()
+    created_at = datetime.now(UTC).replace(microsecond=0)
+    metrics = catalog.evaluations(source.source_id)
+    data, members = _export(source, pool, out / "data.parquet")
+    lineage = {"version": version, "source_kind": source.kind, "source_id": source.source_id,
+               "released_at": created_at.isoformat(), "release_code_version": code_version(),
+               "pool": {"pool_id": source.pool_id, "path": source.pool_path, "rows": len(pool)},
+               "rows": data.num_rows, "metrics": metrics, "lineage": source.lineage}
+    write_json(out / "lineage.json", lineage)
+    card = dataset_card(source, version, data, pool.table, metrics, created_at)
+    write_atomic(out / "README.md", lambda p: p.write_text(card))
+    files = _file_table(out)
+    _fault_point("exported")
+    with _dvc(root) as repo:
+        repo.scm_context.quiet = True
+        repo.add([str(out)])
+        _fault_point("added")
+        pushed = repo.push(targets=[str(dvc_file)], remote=remote_name)
+    _fault_point("pushed")
+    dvc_text = dvc_file.read_text()
+    releases = root / RELEASES_DIR
+    record = {"version": version, "source_kind": source.kind, "source_id": source.source_id,
+              "config_hash": source.config_hash, "selector": source.selector,
+              "pool_id": source.pool_id, "n_rows": data.num_rows,
+              "directory": str(releases / version), "dvc_file": str(releases / f"{version}.dvc"),
+              "dvc_md5": yaml.safe_load(dvc_text)["outs"][0]["md5"], "dvc_text": dvc_text,
+              "remote": remote_name, "remote_url": remote_url, "lineage": lineage,
+              "created_at": created_at.replace(tzinfo=None)}
+    return record, members, files, pushed
+
+
+def _publish(catalog: Catalog, root: Path, staging: Path, record: dict, members: pa.Table,
+             files: pa.Table) -> None:
+    """Journal, rename into place, ignore in git, record in the catalog, drop the staging."""
+    version = record["version"]
+    releases = root / RELEASES_DIR
+    write_json(staging / JOURNAL, {"version": version, "dvc_md5": record["dvc_md5"]})
+    _fault_point("journaled")
+    (staging / version).rename(releases / version)
+    _fault_point("directory-visible")
+    (staging / f"{version}.dvc").rename(releases / f"{version}.dvc")
+    _fault_point("dvc-visible")
+    with _dvc(root) as repo:
+        repo.scm.ignore(str(releases / version))
+    catalog.record_release(record, members, files)
+    _fault_point("recorded")
+    shutil.rmtree(staging)
+
+
+@contextmanager
+def release_lock(root: Path) -> Iterator[None]:
+    """Hold the release lock of the repository at ``root`` (in DVC's untracked
+    ``.dvc/tmp``): one create or checkout at a time, so DVC's own repository lock is never
+    contended between them."""
+    with wait_for_lock(root / ".dvc" / "tmp" / "curation-releases.lock",
+                       f"the DVC releases of {root}", lock_timeout(RELEASE_LOCK_TIMEOUT)):
+        yield
+
+
+def recover_releases(catalog: Catalog, root: Path) -> list[str]:
+    """Clean up after killed creates and checkouts (call under ``release_lock``): every
+    staging or restore directory is stale; a journaled release the catalog does not hold is
+    taken back out of ``releases/``. Returns the versions taken back."""
+    releases, undone = root / RELEASES_DIR, []
+    if not releases.is_dir():
+        return undone
+    for scratch in sorted(releases.glob(f"{RESTORE_PREFIX}*")):
+        shutil.rmtree(scratch, ignore_errors=True)
+    for staging in sorted(releases.glob(f"{STAGING_PREFIX}*")):
+        journal = _read_journal(staging / JOURNAL)
+        if journal and not _recorded(catalog, journal["version"], journal["dvc_md5"]):
+            _undo_staged(root, staging, journal["version"])
+            undone.append(journal["version"])
+        shutil.rmtree(staging, ignore_errors=True)
+    return undone
+
+
+def _read_journal(path: Path) -> dict | None:
+    try:
+        journal = json.loads(path.read_text())
+    except (OSError, ValueError):  # no journal (killed before it) or cut off: nothing visible
+        return None
+    ok = isinstance(journal, dict) and isinstance(journal.get("version"), str)
+    return journal if ok else None
+
+
+def _recorded(catalog: Catalog, version: str, dvc_md5: str) -> bool:
+    if not catalog.path.exists():
+        return False
+    rows = catalog.query("SELECT dvc_md5 FROM releases WHERE version = ?", [version])
+    return rows.num_rows > 0 and rows.column("dvc_md5")[0].as_py() == dvc_md5
+
+
+def _undo_staged(root: Path, staging: Path, version: str) -> None:
+    """Take back whatever of the staged release ``version`` was renamed into ``releases/``:
+    a directory or ``.dvc`` file counts as ours only if it is gone from ``staging``."""
+    releases = root / RELEASES_DIR
+    moved_dir = not (staging / version).exists() and (releases / version).exists()
+    moved_dvc = not (staging / f"{version}.dvc").exists() and \
+        (releases / f"{version}.dvc").exists()
+    if moved_dvc:
+        (releases / f"{version}.dvc").unlink()
+    if moved_dir:
+        shutil.rmtree(releases / version)
+    if moved_dir or moved_dvc or not (releases / version).exists():
+        try:
+            with _dvc(root) as repo:
+                repo.scm.ignore_remove(str(releases / version))
+        except Exception:  # best effort: an entry for a missing path ignores nothing
+            pass
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_free(catalog: Catalog, releases: Path, version: str) -> None:
+    """Refuse a version the catalog or the workspace already holds (versions are immutable)."""
+    if catalog.path.exists() and catalog.query(
+            "SELECT 1 FROM releases WHERE version = ?", [version]).num_rows:
         existing = catalog.release(version)
         raise CurationError(f"release {version!r} already exists (created {existing['created_at']},"
                             f" {existing['source_kind']} {existing['source_id']}); versions are "
                             "immutable, choose a new one")
-    source = load_source(catalog, ref, kind)
-    releases = root / RELEASES_DIR
-    releases.mkdir(exist_ok=True)
-    out, dvc_file = releases / version, releases / f"{version}.dvc"
-    if dvc_file.exists():
-        raise CurationError(f"release {version!r} already exists: {dvc_file}; versions are "
-                            "immutable, choose a new one")
-    try:
-        out.mkdir()
-    except FileExistsError:
-        raise CurationError(f"release {version!r} already exists: {out}; versions are "
-                            "immutable, choose a new one") from None
-    try:
-        created_at = datetime.now(UTC).replace(microsecond=0)
-        metrics = catalog.evaluations(source.source_id)
-        pool = _source_pool(source)
-        data, members = _export(source, pool, out / "data.parquet")
-        n_rows, pool_n = data.num_rows, len(pool)
-        lineage = {"version": version, "source_kind": source.kind, "source_id": source.source_id,
-                   "released_at": created_at.isoformat(), "release_code_version": code_version(),
-                   "pool": {"pool_id": source.pool_id, "path": source.pool_path, "rows": pool_n},
-                   "rows": n_rows, "metrics": metrics, "lineage": source.lineage}
-        write_json(out / "lineage.json", lineage)
-        card = dataset_card(source, version, data, pool.table, metrics, created_at)
-        write_atomic(out / "README.md", lambda p: p.write_text(card))
-        files = _file_table(out)
-        with _dvc(root) as repo:
-            repo.scm_context.quiet = True
-            repo.add([str(out)])
-            pushed = repo.push(targets=[str(dvc_file)], remote=remote_name)
-        dvc_text = dvc_file.read_text()
-        record = {"version": version, "source_kind": source.kind, "source_id": source.source_id,
-                  "config_hash": source.config_hash, "selector": source.selector,
-                  "pool_id": source.pool_id, "n_rows": n_rows, "directory": str(out),
-                  "dvc_file": str(dvc_file), "dvc_md5": yaml.safe_load(dvc_text)["outs"][0]["md5"],
-                  "dvc_text": dvc_text, "remote": remote_name, "remote_url": remote_url,
-                  "lineage": lineage, "created_at": created_at.replace(tzinfo=None)}
-        catalog.record_release(record, members, files)
-    except BaseException:
-        _undo(root, out, dvc_file)
-        raise
-    return {**record, "files": files.to_pylist(), "pushed": pushed}
+    for path in (releases / version, releases / f"{version}.dvc"):
+        if path.exists():
+            raise CurationError(f"release {version!r} already exists: {path} (not in the catalog "
+                                f"{catalog.path}); versions are immutable, choose a new one")
+
+
+def _fault_point(stage: str) -> None:
+    """Fault injection for the tests: a real SIGKILL of this process at ``stage`` when
+    ``$CURATION_RELEASE_KILL_AT`` names it."""
+    if os.environ.get(KILL_AT_ENV) == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def checkout_release(catalog: Catalog, version: str, out_dir: str | Path, *,
@@ -210,8 +361,14 @@ def checkout_release(catalog: Catalog, version: str, out_dir: str | Path, *,
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise CurationError(f"--out {out_dir} exists and is not empty; choose a new directory")
     root = find_repo_root(repo_root)
-    (root / RELEASES_DIR).mkdir(exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".restore-", dir=root / RELEASES_DIR))
+    with release_lock(root):
+        recover_releases(catalog, root)
+        (root / RELEASES_DIR).mkdir(exist_ok=True)
+        return _checkout(record, version, out_dir, root)
+
+
+def _checkout(record: dict, version: str, out_dir: Path, root: Path) -> list[Path]:
+    scratch = Path(tempfile.mkdtemp(prefix=RESTORE_PREFIX, dir=root / RELEASES_DIR))
     staging = None
     try:
         target = scratch / f"{version}.dvc"
@@ -311,11 +468,15 @@ def mix_frame(subset: pd.Series, pool: pd.Series) -> pd.DataFrame:
 
 @contextmanager
 def _dvc(root: Path) -> Iterator:
+    from dvc.lock import LockError
     from dvc.repo import Repo
 
     repo = Repo(str(root))
     try:
         yield repo
+    except LockError as exc:  # a DVC command outside curation holds the repository
+        raise CurationError(f"the DVC repository {root} is busy ({exc}); retry when the other "
+                            "DVC command is done") from None
     finally:
         repo.close()
 
@@ -400,18 +561,6 @@ def _verify(directory: Path, record: dict) -> None:
         if sha256_file(path) != expected[relpath]["sha256"]:
             raise CurationError(f"restored {relpath} of release {record['version']!r} does not "
                                 "match its recorded sha256")
-
-
-def _undo(root: Path, out: Path, dvc_file: Path) -> None:
-    """Remove a half-made release so the version stays free."""
-    if dvc_file.exists():
-        try:
-            with _dvc(root) as repo:
-                repo.remove(str(dvc_file))
-        except Exception:  # best effort: the .dvc file is removed below either way
-            pass
-        dvc_file.unlink(missing_ok=True)
-    shutil.rmtree(out, ignore_errors=True)
 
 
 def _md5(path: Path) -> str:

@@ -41,6 +41,7 @@ def select(
     = None,
 ) -> None:
     """Select a subset of POOL and write it as a Selection with its lineage."""
+    from curation.cli.common import open_catalog
     from curation.io import write_json, write_parquet
     from curation.pool import load_pool
     from curation.selectors import SELECTORS, make_selector, resolve_budget, takes_seed
@@ -69,6 +70,7 @@ def select(
         lineage_path = out.with_suffix(".lineage.json")
         write_json(lineage_path, lineage)
         write_parquet(out, selection.to_table())
+        open_catalog(None).record_selection_file(out, lineage, pool_data, pool)
     console.print(f"selected {len(selection)} of {len(pool_data)} examples -> {out}")
     console.print(f"lineage (config {lineage['config_hash']}) -> {lineage_path}")
 

@@ -1,6 +1,7 @@
 """``curation catalog query SQL`` on a real catalog file: it answers SELECTs and refuses writes."""
 
 import hashlib
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -77,14 +78,67 @@ def test_a_write_is_refused_in_one_line_and_leaves_the_catalog_intact(catalog_fi
     assert _rows(counts.stdout) == [["1", "40"]]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "catalog query opens the catalog read-only but leaves DuckDB's external access on: "
-    "COPY ... TO writes any file the user can (and INSTALL reaches the network); it should "
-    "run only SELECT-like statements (or connect with enable_external_access=false)"))
-def test_copy_to_a_file_is_refused_and_writes_nothing(catalog_file, tmp_path):
-    out = tmp_path / "dump.csv"
-    result = _query(f"COPY selections TO '{out}'")
-    assert not out.exists()
+SANDBOXED = [
+    "COPY selections TO '{out}'",
+    "COPY (SELECT * FROM selection_members) TO '{out}' (FORMAT parquet)",
+    "EXPORT DATABASE '{out}'",
+    "COPY selections TO '{catalog}'",  # onto the catalog itself
+    "ATTACH '{out}' AS other",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/passwd')",
+    "SELECT * FROM glob('/root/*')",
+    "SELECT * FROM read_parquet('{selection}')",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "SET lock_configuration = false",
+]
+
+
+def test_the_query_sandbox_refuses_files_extensions_and_settings(catalog_file, tmp_path):
+    """One catalog for every statement (each would need its own select otherwise)."""
+    path, _, selection = catalog_file
+    before = _sha256(path)
+    out = tmp_path / "dump"
+    for sql in SANDBOXED:
+        result = _query(sql.format(out=out, catalog=path, selection=selection))
+        assert result.exit_code == 2, (sql, result.output)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: catalog query"), (sql, lines)
+        assert result.stdout == "", sql
+        assert not out.exists() and _sha256(path) == before, sql
+        assert sorted(p.name for p in path.parent.iterdir()) == ["catalog.duckdb", "work"], sql
+
+
+def test_a_query_past_its_time_limit_stops_in_one_line(catalog_file):
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["catalog", "query", "--timeout", "0.5",
+                                      "SELECT count(*) FROM range(10000000000000)"])
+    assert time.monotonic() - started < 20
     assert result.exit_code == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: catalog query")
+    assert result.stderr.strip() == ("error: catalog query stopped after its time limit of "
+                                     "0.5 s (--timeout); narrow it or allow more time")
+    assert "--timeout" in CliRunner().invoke(app, ["catalog", "query", "--help"]).stdout
+
+
+def test_a_db_that_is_not_duckdb_is_named_in_one_line(tmp_path):
+    junk = tmp_path / "notes.db"
+    junk.write_text("not a database\n" * 100)
+    for args in (["catalog", "selections"], ["catalog", "query", "SELECT 1"],
+                 ["catalog", "register-config", "random", "--budget", "0.1"]):
+        result = CliRunner().invoke(app, [*args, "--db", str(junk)])
+        assert result.exit_code == 2
+        assert result.stderr.strip() == (f"error: {junk} is not a DuckDB catalog (the file exists "
+                                         "but is not a DuckDB database); check --db")
+    assert junk.read_text() == "not a database\n" * 100
+
+
+@pytest.mark.parametrize("budget, message", [
+    ("1.5", "budget 1.5 >= 1 must be a whole count"), ("nan", "--budget must be > 0"),
+    ("inf", "budget must be > 0"), ("0", "--budget must be > 0")])
+def test_register_config_refuses_budgets_that_are_no_fraction_or_count(home, budget, message):
+    result = CliRunner().invoke(app, ["catalog", "register-config", "random", "--budget", budget])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (home / "curation_home" / "catalog.duckdb").exists()
