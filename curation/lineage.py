@@ -22,8 +22,8 @@ import curation
 # Keys every selection lineage carries (the selection data contract, docs/architecture.md).
 REQUIRED_KEYS = ("selector", "config", "config_hash", "k", "n_pool", "datastore_id",
                  "proxy_checkpoints", "pool_id", "code_version", "created_at")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_GIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # always fullmatch: "$" would accept a trailing newline
+_GIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def canonical_json(config: Any) -> str:
@@ -119,7 +119,7 @@ def lineage_problems(lineage: dict, needs: tuple[str, ...] = ()) -> list[str]:
             problems.append(f"'config' cannot be hashed: {exc}")
         if config.get("selector") != lineage["selector"]:
             problems.append("'selector' differs from config['selector']")
-    if not isinstance(lineage["pool_id"], str) or not _SHA256.match(lineage["pool_id"]):
+    if not isinstance(lineage["pool_id"], str) or not _SHA256.fullmatch(lineage["pool_id"]):
         problems.append("'pool_id' must be the pool's sha256 content hash")
     if not isinstance(lineage["k"], int) or lineage["k"] < 1:
         problems.append("'k' must be a positive count")
@@ -127,7 +127,7 @@ def lineage_problems(lineage: dict, needs: tuple[str, ...] = ()) -> list[str]:
         problems.append("'n_pool' must be the pool's row count")
     checkpoints = lineage["proxy_checkpoints"]
     if not isinstance(checkpoints, list) or not all(
-            isinstance(c, str) and _SHA256.match(c) for c in checkpoints):
+            isinstance(c, str) and _SHA256.fullmatch(c) for c in checkpoints):
         problems.append("'proxy_checkpoints' must be a list of sha256 hashes")
     elif ({"gradients", "proxy"} & set(needs)) and not checkpoints:
         problems.append("'proxy_checkpoints' is empty but the selector reads the proxy")
@@ -136,7 +136,7 @@ def lineage_problems(lineage: dict, needs: tuple[str, ...] = ()) -> list[str]:
     code = lineage["code_version"]
     if not isinstance(code, dict) or not code.get("package_version") or \
             not isinstance(code.get("dirty"), bool) or \
-            not (code.get("git_sha") == "unknown" or _GIT_SHA.match(str(code.get("git_sha")))):
+            not (code.get("git_sha") == "unknown" or _GIT_SHA.fullmatch(str(code.get("git_sha")))):
         problems.append("'code_version' needs git_sha (40 hex or 'unknown'), dirty (bool) "
                         "and package_version")
     try:

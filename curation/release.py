@@ -40,9 +40,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -53,6 +53,9 @@ from curation.io import sha256_file, write_atomic, write_json, write_parquet
 from curation.lineage import canonical_json, code_version, config_hash
 from curation.locks import lock_timeout, wait_for_lock
 from curation.pool import Pool, load_pool
+
+if TYPE_CHECKING:  # pandas only for the dataset card: every release process starts faster
+    import pandas as pd
 
 RELEASES_DIR = "releases"
 KINDS = ("selection", "distilled")
@@ -231,13 +234,11 @@ def _stage_release(catalog: Catalog, root: Path, staging: Path, source: ReleaseS
     card = dataset_card(source, version, data, pool.table, metrics, created_at)
     write_atomic(out / "README.md", lambda p: p.write_text(card))
     files = _file_table(out)
-    _fault_point("exported")
     with _dvc(root) as repo:
         repo.scm_context.quiet = True
         repo.add([str(out)])
         _fault_point("added")
         pushed = repo.push(targets=[str(dvc_file)], remote=remote_name)
-    _fault_point("pushed")
     dvc_text = dvc_file.read_text()
     releases = root / RELEASES_DIR
     record = {"version": version, "source_kind": source.kind, "source_id": source.source_id,
@@ -256,13 +257,15 @@ def _publish(catalog: Catalog, root: Path, staging: Path, record: dict, members:
     version = record["version"]
     releases = root / RELEASES_DIR
     write_json(staging / JOURNAL, {"version": version, "dvc_md5": record["dvc_md5"]})
-    _fault_point("journaled")
+    with _dvc(root) as repo:  # an entry for a path not there yet ignores nothing
+        repo.scm.ignore(str(releases / version))
+    _fault_point("ignored")
+    # From here to the catalog row takes milliseconds; a kill in between is taken back by
+    # the next create or checkout (``recover_releases``).
     (staging / version).rename(releases / version)
     _fault_point("directory-visible")
     (staging / f"{version}.dvc").rename(releases / f"{version}.dvc")
     _fault_point("dvc-visible")
-    with _dvc(root) as repo:
-        repo.scm.ignore(str(releases / version))
     catalog.record_release(record, members, files)
     _fault_point("recorded")
     shutil.rmtree(staging)
@@ -399,6 +402,8 @@ def _checkout(record: dict, version: str, out_dir: Path, root: Path) -> list[Pat
 def dataset_card(source: ReleaseSource, version: str, data: pa.Table, pool: pa.Table,
                  metrics: list[dict], created_at: datetime) -> str:
     """The README of a release: what it is, what is in it, how it was made."""
+    import pandas as pd
+
     data = data.select([c for c in ("label", "domain") if c in data.column_names])
     pool = pool.select([c for c in ("label", "domain") if c in pool.column_names])
     data, pool = data.to_pandas(), pool.to_pandas()
@@ -452,6 +457,8 @@ def dataset_card(source: ReleaseSource, version: str, data: pa.Table, pool: pa.T
 
 def mix_frame(subset: pd.Series, pool: pd.Series) -> pd.DataFrame:
     """Count and share of each value in a subset next to its pool."""
+    import pandas as pd
+
     frame = pd.DataFrame({"subset_n": subset.astype(str).value_counts(),
                           "pool_n": pool.astype(str).value_counts()}).fillna(0)
     frame = frame.astype(int)

@@ -58,6 +58,8 @@ def test_a_complete_lineage_has_no_problems():
 @pytest.mark.parametrize("overrides, needs, problem", [
     ({"config_hash": "0" * 16}, (), "does not match the config"),
     ({"pool_id": "short"}, (), "'pool_id' must be"),
+    ({"pool_id": "a" * 64 + "\n"}, (), "'pool_id' must be"),  # "$" would let it through
+    ({"proxy_checkpoints": ["b" * 64 + "\n"]}, (), "must be a list of sha256"),
     ({"k": 0}, (), "'k' must be"),
     ({"n_pool": None}, (), "'n_pool' must be"),
     ({"proxy_checkpoints": []}, ("gradients",), "is empty but the selector reads the proxy"),

@@ -124,7 +124,8 @@ def _selection_from(catalog: Catalog, sid: str) -> Selection:
 
 
 @pytest.mark.parametrize("version, message", [
-    ("v 1", "must be 1-64 letters"), ("../v1", "must be 1-64 letters"), ("", "must be 1-64")])
+    ("v 1", "must be 1-64 letters"), ("../v1", "must be 1-64 letters"), ("", "must be 1-64"),
+    ("v1\n", "must be 1-64 letters"), ("v1\nv2", "must be 1-64 letters")])
 def test_bad_versions_fail_before_anything_is_written(dvc_repo, catalog_with_selection, version,
                                                      message):
     catalog, sid = catalog_with_selection
