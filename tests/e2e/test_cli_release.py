@@ -121,3 +121,36 @@ def test_canned_catalog_queries(home, digits_splits, selections):
     assert bad.exit_code == 2 and "has no option(s) ['magic']" in bad.output
     bad = runner.invoke(app, ["catalog", "mix", sids[0], "--by", "color"])
     assert bad.exit_code == 2 and "mix 'by' must be one of" in bad.output
+
+
+def test_a_selection_from_select_releases_without_pool_and_bad_lineage_is_one_line(
+        home, digits_splits, selections):
+    """`curation select` recorded the selection and its pool file in the catalog, so the
+    release needs no --pool: by file or by catalog id."""
+    repo = init_dvc_repo(home / "project", home / "dvc-remote")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    listing = runner.invoke(app, ["catalog", "selections"])
+    assert listing.exit_code == 0 and listing.stdout.count("random") == 2, listing.output
+    made = runner.invoke(app, ["release", "create", str(selections[0]), "--version", "v1",
+                               "--repo", str(repo)])
+    assert made.exit_code == 0 and "released v1: 40 rows" in made.stdout, made.output
+    sid = next(line.split("│")[1].strip() for line in listing.stdout.splitlines()
+               if line.startswith("│") and "random" in line)
+    made = runner.invoke(app, ["release", "create", sid[:8], "--version", "v2",
+                               "--repo", str(repo)])
+    assert made.exit_code == 0 and "released v2: 40 rows" in made.stdout, made.output
+
+    newline = runner.invoke(app, ["release", "create", sid[:8], "--version", "v3\n",
+                                  "--repo", str(repo)])
+    assert newline.exit_code == 2 and "must be 1-64 letters" in newline.stderr
+    broken = home / "broken.parquet"
+    broken.write_bytes(selections[1].read_bytes())
+    broken.with_suffix(".lineage.json").write_text("{not json")
+    bad = runner.invoke(app, ["release", "create", str(broken), "--version", "v4",
+                              "--repo", str(repo)])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert bad.stderr.strip().startswith(f"error: {broken.with_suffix('.lineage.json')} is not "
+                                         "a JSON lineage record")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in (repo / "releases").iterdir()) == [
+        ".gitignore", "v1", "v1.dvc", "v2", "v2.dvc"]
