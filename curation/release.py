@@ -256,7 +256,8 @@ def _publish(catalog: Catalog, root: Path, staging: Path, record: dict, members:
     """Journal, rename into place, ignore in git, record in the catalog, drop the staging."""
     version = record["version"]
     releases = root / RELEASES_DIR
-    write_json(staging / JOURNAL, {"version": version, "dvc_md5": record["dvc_md5"]})
+    write_json(staging / JOURNAL, {"version": version, "dvc_md5": record["dvc_md5"],
+                                   "catalog": str(catalog.path.resolve())})
     with _dvc(root) as repo:  # an entry for a path not there yet ignores nothing
         repo.scm.ignore(str(releases / version))
     _fault_point("ignored")
@@ -292,7 +293,9 @@ def recover_releases(catalog: Catalog, root: Path) -> list[str]:
         shutil.rmtree(scratch, ignore_errors=True)
     for staging in sorted(releases.glob(f"{STAGING_PREFIX}*")):
         journal = _read_journal(staging / JOURNAL)
-        if journal and not _recorded(catalog, journal["version"], journal["dvc_md5"]):
+        # The catalog the killed run wrote to decides (a repository may serve several).
+        owner = Catalog(journal["catalog"]) if journal and journal.get("catalog") else catalog
+        if journal and not _recorded(owner, journal["version"], journal["dvc_md5"]):
             _undo_staged(root, staging, journal["version"])
             undone.append(journal["version"])
         shutil.rmtree(staging, ignore_errors=True)
