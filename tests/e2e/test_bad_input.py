@@ -162,7 +162,8 @@ CASES = {
                                "--out {root}/afile is a file"),
     "datastore --work-dir a file": (["datastore", "build", "--pool", POOL, "--out", OUT_DIR,
                                      "--work-dir", "{root}/afile"], "--work-dir {root}/afile"),
-    "demo-data --out a file": (["demo-data", "--scenario", "digits", "--out", "{root}/afile"],
+    "demo-data --out a file": (["demo-data", "--scenario", "digits", "--pool-size", "60",
+                                "--target-size", "10", "--out", "{root}/afile"],
                                "--out {root}/afile is a file"),
     # number lists and benchmark options (nothing under --out, not even out/data)
     "benchmark --budgets empty": (_benchmark(*FILES, "--budgets", ""), "--budgets must name"),
