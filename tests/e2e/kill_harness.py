@@ -29,13 +29,14 @@ from pathlib import Path
 
 
 def main(plan_path: str, results_path: str) -> None:
+    import torch._dynamo  # noqa: F401 - the first torch.optim optimizer imports it: ~10 s
+    from numba.core.registry import cpu_target
+
     import curation.cli  # noqa: F401 - imported once, before forking
     import curation.datastore.build  # noqa: F401 - the commands import these lazily
     import curation.distill  # noqa: F401
     import curation.selection  # noqa: F401
     import curation.workflow  # noqa: F401
-    import torch._dynamo  # noqa: F401 - the first torch.optim optimizer imports it: ~10 s
-    from numba.core.registry import cpu_target
 
     # Loading the first cached Numba kernel imports its registries (seconds); do it once
     # here. It compiles and runs nothing, so no Numba thread pool exists before the forks.
