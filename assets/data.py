@@ -49,6 +49,6 @@ def _demo_splits(config: SplitsConfig) -> list[Pool]:
 def _user_splits(config: SplitsConfig) -> list[Pool]:
     if not (config.target_path and config.test_path):
         raise dg.Failure("config 'pool_path' needs 'target_path' and 'test_path' too")
-    return [load_pool(config.pool_path, role="pool"),
-            load_pool(config.target_path, role="target"),
-            load_pool(config.test_path, role="test")]
+    pool = load_pool(config.pool_path, role="pool")
+    return [pool, load_pool(config.target_path, role="target", pool=pool),
+            load_pool(config.test_path, role="test", pool=pool)]

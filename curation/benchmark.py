@@ -76,13 +76,15 @@ class BenchmarkConfig:
             raise CurationError(f"method(s) {needy} need a target set (--target)")
 
     def check_methods(self) -> None:
-        """The checks that need no data: methods and seeds."""
+        """The checks that need no data: methods, seeds and that there are budgets."""
         unknown = [m for m in self.methods if m not in SELECTORS]
         if unknown or not self.methods:
             raise CurationError(
                 f"unknown method(s) {unknown}; valid methods are {sorted(SELECTORS)}")
         if not self.seeds:
             raise CurationError("at least one seed is needed")
+        if not self.budgets:
+            raise CurationError("at least one budget is needed")
         unsupported = unsupported_methods(self.kind, self.methods)
         if unsupported:
             raise CurationError(f"method(s) {unsupported} need class predictions, which a "

@@ -76,8 +76,12 @@ def build_scenario(config: ScenarioConfig) -> SplitTables:
 
 def write_scenario(config: ScenarioConfig, out_dir: str | Path) -> SplitPaths:
     """Build a scenario and write ``pool.parquet``, ``target.parquet``, ``test.parquet``."""
+    return write_splits(build_scenario(config), out_dir)
+
+
+def write_splits(tables: SplitTables, out_dir: str | Path) -> SplitPaths:
+    """Write built splits as ``pool.parquet``, ``target.parquet``, ``test.parquet``."""
     out_dir = Path(out_dir)
-    tables = build_scenario(config)
     paths = SplitPaths(out_dir / "pool.parquet", out_dir / "target.parquet",
                        out_dir / "test.parquet")
     for name in ("pool", "target", "test"):

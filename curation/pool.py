@@ -1,17 +1,21 @@
 """Pools, target sets and test splits in the data contract, validated before any work starts.
 
-Contract: ``id`` (unique, non-null string), optional ``label`` (integer >= 0), and exactly one
-input column, ``features`` (fixed-length list of finite floats) or ``text`` (string); an
-instruction-style pool may have ``prompt`` and ``response`` (strings) instead of ``text``. Other
-columns (``domain``, ``source``, ...) are carried along untouched.
+Contract: ``id`` (unique, non-null string), optional ``label`` (a class index
+``0..MAX_CLASSES-1``), and exactly one input column, ``features`` (fixed-length list of finite
+numbers) or ``text`` (string, not empty in every row); an instruction-style pool may have
+``prompt`` and ``response`` (strings) instead of ``text``. Other columns (``domain``,
+``source``, ...) are carried along untouched. A target or test split must also match its pool
+(``check_against_pool``): the same kind of input, the same feature width, no label the pool
+never has.
 
-Sources: a Parquet file, a Hugging Face ``datasets`` ``save_to_disk`` directory, or a local
-``.json``/``.jsonl``/``.csv`` file read through ``datasets.load_dataset``.
+Sources: a Parquet file, a Hugging Face ``datasets`` ``save_to_disk`` directory of one split,
+or a local ``.json`` (an array of objects, or one object per line), ``.jsonl`` or ``.csv`` file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from curation.errors import CurationError
@@ -26,7 +32,10 @@ from curation.errors import CurationError
 INPUT_COLUMNS = ("features", "text")
 # Instruction-style pools: no ``text`` column but ``prompt`` and ``response`` (both strings).
 PROMPT_RESPONSE = "prompt+response"
-_DATASETS_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
+_TEXT_FORMATS = (".json", ".jsonl", ".csv")
+# Labels are class indices: a model gets one output per class up to the largest label, so a
+# stray id-like label (10**12) would try to allocate terabytes. Remap such labels to 0..k-1.
+MAX_CLASSES = 10_000
 
 
 @dataclass(frozen=True)
@@ -93,13 +102,38 @@ def n_classes_of(*pools: Pool) -> int:
     return int(max(p.labels.max() for p in pools if p.has_labels)) + 1
 
 
-def load_pool(path: str | Path, *, require_label: bool = True, role: str = "pool") -> Pool:
-    """Load and validate a split; raise ``CurationError`` naming the file and problem."""
+def load_pool(path: str | Path, *, require_label: bool = True, role: str = "pool",
+              pool: Pool | None = None) -> Pool:
+    """Load and validate a split; raise ``CurationError`` naming the file and problem.
+
+    With ``pool`` (for a target or test split) the split must also match it:
+    ``check_against_pool``."""
     path = Path(path)
     if not path.exists():
         raise CurationError(f"{role} file not found: {path}")
     table = _read_table(path, role)
-    return validate_table(table, source=str(path), require_label=require_label)
+    split = validate_table(table, source=str(path), require_label=require_label)
+    if pool is not None:
+        check_against_pool(split, pool, role)
+    return split
+
+
+def check_against_pool(split: Pool, pool: Pool, role: str) -> None:
+    """A target or test split fits ``pool``: same kind of input, same feature width, and only
+    labels the pool has (a class no pool example has can never be learned from a subset)."""
+    if (split.input_column == "features") != (pool.input_column == "features"):
+        raise CurationError(f"{split.source}: the {role} input is {split.input_column!r} but the "
+                            f"pool's ({pool.source}) is {pool.input_column!r}")
+    if split.input_column == "features" and split.features.shape[1] != pool.features.shape[1]:
+        raise CurationError(
+            f"{split.source}: {role} features have width {split.features.shape[1]} but the "
+            f"pool's ({pool.source}) have width {pool.features.shape[1]}")
+    if split.has_labels and pool.has_labels:
+        unseen = np.setdiff1d(split.labels, pool.labels)
+        if len(unseen):
+            shown = ", ".join(map(str, unseen[:10])) + (", ..." if len(unseen) > 10 else "")
+            raise CurationError(f"{split.source}: {len(unseen)} {role} label(s) never occur in "
+                                f"the pool ({pool.source}): {shown}")
 
 
 def validate_table(table: pa.Table, *, source: str, require_label: bool = True) -> Pool:
@@ -133,28 +167,50 @@ def validate_table(table: pa.Table, *, source: str, require_label: bool = True) 
 
 
 def _read_table(path: Path, role: str) -> pa.Table:
+    if not (path.is_dir() or path.suffix in (".parquet", *_TEXT_FORMATS)):
+        raise CurationError(
+            f"{role} file {path}: unsupported format; expected .parquet, .json, .jsonl, .csv "
+            "or a datasets save_to_disk directory")
     try:
         if path.is_dir():
-            import datasets
-
-            return datasets.load_from_disk(str(path)).data.table
+            return _read_datasets_directory(path, role)
         if path.suffix == ".parquet":
             return pq.read_table(path)
-        if path.suffix in _DATASETS_FORMATS:
-            import datasets
-
-            ds = datasets.load_dataset(
-                _DATASETS_FORMATS[path.suffix], data_files=str(path), split="train"
-            )
-            return ds.data.table
+        return _read_text_file(path)
     except CurationError:
         raise
     except Exception as exc:  # any reader failure becomes one line naming the file
-        raise CurationError(f"{role} file {path} could not be read: {exc}") from exc
-    raise CurationError(
-        f"{role} file {path}: unsupported format; expected .parquet, .json, .jsonl, .csv "
-        "or a datasets save_to_disk directory"
-    )
+        message = " ".join(str(exc).split())  # one line, whatever the reader printed
+        raise CurationError(f"{role} file {path} could not be read: {message}") from exc
+
+
+def _read_datasets_directory(path: Path, role: str) -> pa.Table:
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = list(loaded)
+        raise CurationError(
+            f"{role} file {path} is a datasets DatasetDict with splits {splits}; give one split's "
+            f"directory instead, e.g. {path / splits[0]}")
+    return loaded.data.table
+
+
+def _read_text_file(path: Path) -> pa.Table:
+    """JSON / JSON Lines / CSV read by Arrow itself: ``datasets.load_dataset`` would write an
+    Arrow cache under ``~/.cache/huggingface`` on every read, outside the project's home."""
+    if path.suffix == ".csv":
+        # ids are strings by contract even when they look like numbers.
+        options = pa_csv.ConvertOptions(column_types={"id": pa.string()})
+        return pa_csv.read_csv(path, convert_options=options)
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    if head.startswith(b"["):  # one JSON array of records rather than one record per line
+        records = json.loads(path.read_text())
+        if not all(isinstance(r, dict) for r in records):
+            raise CurationError(f"{path}: a JSON array must hold one object per example")
+        return pa.Table.from_pylist(records)
+    return pa_json.read_json(path)
 
 
 def _check_ids(column: pa.ChunkedArray, source: str) -> None:
@@ -177,6 +233,11 @@ def _check_labels(column: pa.ChunkedArray, source: str) -> None:
         raise CurationError(f"{source}: column 'label' has {column.null_count} null values")
     if pc.min(column).as_py() < 0:
         raise CurationError(f"{source}: column 'label' has negative values")
+    largest = pc.max(column).as_py()
+    if largest >= MAX_CLASSES:
+        raise CurationError(
+            f"{source}: column 'label' must be class indices 0..{MAX_CLASSES - 1}, found "
+            f"{largest}; remap the labels to 0..k-1")
 
 
 def _check_texts(column: pa.ChunkedArray, source: str, name: str = "text") -> None:
@@ -184,6 +245,8 @@ def _check_texts(column: pa.ChunkedArray, source: str, name: str = "text") -> No
         raise CurationError(f"{source}: column {name!r} must be strings, got {column.type}")
     if column.null_count:
         raise CurationError(f"{source}: column {name!r} has {column.null_count} null values")
+    if not pc.any(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)).as_py():
+        raise CurationError(f"{source}: column {name!r} is empty in every row; expected text")
 
 
 def _features_matrix(column: pa.ChunkedArray, source: str = "pool") -> np.ndarray:
@@ -198,6 +261,10 @@ def _features_matrix(column: pa.ChunkedArray, source: str = "pool") -> np.ndarra
             f"{source}: column 'features' must have one fixed, non-zero length; found {lengths.tolist()}"
         )
     values = pc.list_flatten(column)
+    kind = values.type
+    if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+        raise CurationError(f"{source}: column 'features' must hold numbers (list<float32>), "
+                            f"got {column.type}")
     if values.null_count:
         raise CurationError(f"{source}: column 'features' has null values inside lists")
     matrix = np.ascontiguousarray(

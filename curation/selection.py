@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.datastore import GradientStore, open_datastore
@@ -48,25 +50,70 @@ def read_selection(path: str | Path, pool_ids: Sequence[str], *, by_rank: bool =
     """The pool rows of a selection Parquet (column ``id``) and their weights (column ``weight``,
     else ones), in file order or, with ``by_rank``, ordered by its ``rank`` column if present.
 
-    Every reader of a selection file goes through here: a missing file, a missing ``id``
-    column or an id that is not in the pool fails naming the file."""
+    Every reader of a selection file goes through here, so every check of one lives here: the
+    file is Parquet with a string ``id`` column, ids are unique and in the pool, weights are
+    finite and non-negative; anything else fails in one line naming the file."""
     path = Path(path)
-    if not path.exists():
-        raise CurationError(f"selection file not found: {path}")
-    table = pq.read_table(path)
-    if "id" not in table.column_names:
-        raise CurationError(f"{path}: missing required column 'id'")
+    table = _selection_table(path)
     ids = table.column("id").to_pylist()
-    weights = (table.column("weight").to_numpy() if "weight" in table.column_names
-               else np.ones(len(ids)))
+    weights = _selection_weights(table, path)
     if by_rank and "rank" in table.column_names:
-        order = np.argsort(table.column("rank").to_numpy(), kind="stable")
+        ranks = table.column("rank")
+        if not pa.types.is_integer(ranks.type) or ranks.null_count:
+            raise CurationError(f"{path}: column 'rank' must be integers without nulls, "
+                                f"got {ranks.type}")
+        order = np.argsort(ranks.to_numpy(), kind="stable")
         ids, weights = [ids[i] for i in order], weights[order]
     position = {str(i): n for n, i in enumerate(pool_ids)}
     missing = [i for i in ids if i not in position]
     if missing:
         raise CurationError(f"{path}: {len(missing)} ids are not in the pool, e.g. {missing[0]!r}")
     return np.array([position[i] for i in ids], dtype=np.int64), weights
+
+
+def _selection_table(path: Path) -> pa.Table:
+    """The selection file as a table with a unique, non-null string ``id`` column."""
+    if not path.exists():
+        raise CurationError(f"selection file not found: {path}")
+    if path.is_dir():
+        raise CurationError(f"selection file {path} is a directory; expected a Parquet file")
+    try:
+        table = pq.read_table(path)
+    except pa.ArrowException:
+        raise CurationError(f"selection file {path} is not a Parquet file; expected Parquet with "
+                            "a string column 'id' (and optional 'weight', 'score', 'rank')") from None
+    except OSError as exc:
+        raise CurationError(f"selection file {path} could not be read: {exc.strerror}") from None
+    if "id" not in table.column_names:
+        raise CurationError(f"{path}: missing required column 'id'")
+    column = table.column("id")
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise CurationError(f"{path}: column 'id' must be strings, got {column.type}")
+    if column.null_count:
+        raise CurationError(f"{path}: column 'id' has {column.null_count} null values")
+    if table.num_rows == 0:
+        raise CurationError(f"{path}: the selection has no rows")
+    counts = pc.value_counts(column)
+    dupes = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
+    if dupes:
+        raise CurationError(f"{path}: column 'id' has {len(dupes)} duplicate values, "
+                            f"e.g. {dupes[0]!r}")
+    return table
+
+
+def _selection_weights(table: pa.Table, path: Path) -> np.ndarray:
+    if "weight" not in table.column_names:
+        return np.ones(table.num_rows)
+    column = table.column("weight")
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+        raise CurationError(f"{path}: column 'weight' must be numbers, got {column.type}")
+    weights = column.to_numpy(zero_copy_only=False).astype(np.float64)
+    bad = ~np.isfinite(weights) | (weights < 0)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise CurationError(f"{path}: column 'weight' must be finite and non-negative; "
+                            f"{int(bad.sum())} rows are not (first: row {row}, {weights[row]})")
+    return weights
 
 
 def selection_config(selector: Selector, budget: float) -> dict:

@@ -14,10 +14,10 @@ from curation.cli.common import (
     PROXY_HELP,
     ProxyName,
     console,
-    default_home,
     parse_floats,
     parse_seed_count,
     user_errors,
+    work_directory,
 )
 from curation.demo_data import ScenarioConfig
 from curation.errors import CurationError
@@ -66,8 +66,9 @@ def benchmark(
     from dataclasses import replace
 
     from curation.benchmark import BenchmarkConfig, run_benchmark, write_report
-    from curation.demo_data import write_scenario
+    from curation.demo_data import build_scenario, write_splits
     from curation.evaluate import EvalConfig
+    from curation.io import check_output_dir
     from curation.pool import load_pool
     from curation.proxies import unsupported_methods
     from curation.selectors import SELECTORS
@@ -75,8 +76,9 @@ def benchmark(
 
     kind = proxy_kind(proxy)
     defaults = kind.benchmark_scenario
-    work = work_dir or default_home() / "work"
     with user_errors():
+        check_output_dir(out, "--out")
+        work = work_directory(work_dir)
         default = ("random", "less", "el2n", "gtp")
         methods = methods or ",".join(m for m in default if m not in unsupported_methods(
             kind, default, SELECTORS))
@@ -91,24 +93,31 @@ def benchmark(
         if scenario is not None:
             if pool or test or target:
                 raise CurationError("give either --scenario or --pool/--test/--target, not both")
-            sizes = {"pool_size": pool_size or defaults["pool_size"],
+            sizes = {"pool_size": defaults["pool_size"] if pool_size is None else pool_size,
                      "test_size": defaults["test_size"] if test_size is None else test_size}
-            paths = write_scenario(ScenarioConfig(scenario, **sizes), out / "data")
+            tables = build_scenario(ScenarioConfig(scenario, **sizes))
+            # Every option is checked against the data before the splits are written.
+            config.validate(tables.pool.num_rows, has_target=True)
+            paths = write_splits(tables, out / "data")
             pool, test, target = paths.pool, paths.test, paths.target
         elif pool is None or test is None:
             raise CurationError("--pool and --test are required without --scenario")
+        elif pool_size is not None or test_size is not None:
+            raise CurationError("--pool-size and --test-size size a --scenario; they do not "
+                                "apply to --pool/--test files")
         labels = kind.needs_labels
         pool_data = load_pool(pool, role="pool", require_label=labels)
-        target_data = load_pool(target, role="target", require_label=labels) if target else None
+        target_data = (load_pool(target, role="target", require_label=labels, pool=pool_data)
+                       if target else None)
+        test_data = load_pool(test, role="test", require_label=labels, pool=pool_data)
+        config.validate(len(pool_data), target_data is not None)
         # Fine-tuning only LoRA adapters of a small base moved held-out perplexity by <1%
         # for any subset (docs/architecture.md): the benchmark trains the whole model.
         config = replace(config, settings=kind.settings(
             work, pool_data, target_data, checkpoints=checkpoints, dim=dim, base=lm_base,
             pretrain_docs=pretrain_docs if scenario is not None and lm_base is None else 0,
             train_base=True, progress=True))
-        config.validate(len(pool_data), target_data is not None)
-        records = run_benchmark(pool_data, load_pool(test, role="test", require_label=labels),
-                                target_data, config, work)
+        records = run_benchmark(pool_data, test_data, target_data, config, work)
         title = (f"{scenario} ({proxy})" if scenario and defaults.get("titled")
                  else scenario or "")
         report = write_report(records, out, title=title, metric=config.metric)

@@ -3,6 +3,7 @@ option texts and parsers several commands use."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from rich.table import Table
 from curation.config import choice, config_fields, default_of
 from curation.datastore import DatastoreSpec
 from curation.errors import CurationError
+from curation.io import check_output_dir
 from curation.proxies import PROXY_KINDS, proxy_help
 
 console = Console()
@@ -25,6 +27,13 @@ errors = Console(stderr=True)
 
 def default_home() -> Path:
     return Path(os.environ.get("CURATION_HOME", ".curation"))
+
+
+def work_directory(work_dir: Path | None) -> Path:
+    """``--work-dir``, else ``$CURATION_HOME/work``, checked as a writable directory."""
+    if work_dir is not None:
+        return check_output_dir(work_dir, "--work-dir")
+    return check_output_dir(default_home() / "work", "work directory ($CURATION_HOME/work)")
 
 
 Db = Annotated[Path | None, typer.Option(help="Catalog file ($CURATION_HOME/catalog.duckdb).")]
@@ -82,10 +91,16 @@ def base_kinds() -> str:
 
 
 def parse_floats(text: str, option: str) -> list[float]:
+    """Comma-separated finite numbers, at least one."""
     try:
-        return [float(s) for s in text.split(",") if s.strip()]
+        values = [float(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise CurationError(f"{option} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise CurationError(f"{option} must name at least one number, got {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise CurationError(f"{option} must be finite numbers, got {text!r}")
+    return values
 
 
 def parse_seed_count(text: str) -> list[int]:
@@ -99,8 +114,13 @@ def parse_seed_count(text: str) -> list[int]:
 
 
 def parse_seeds(text: str) -> list[int]:
+    """Comma-separated non-negative integers, at least one (numpy seeds cannot be negative)."""
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise CurationError(f"--seeds must be comma-separated integers, got {text!r}") from None
-
+    if not seeds:
+        raise CurationError(f"--seeds must name at least one seed, got {text!r}")
+    if any(s < 0 for s in seeds):
+        raise CurationError(f"--seeds must be non-negative integers, got {text!r}")
+    return seeds

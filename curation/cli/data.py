@@ -20,8 +20,10 @@ def demo_data(
 ) -> None:
     """Write a real demo scenario as pool / target / test Parquet files."""
     from curation.demo_data import write_scenario
+    from curation.io import check_output_dir
 
     with user_errors():
+        check_output_dir(out, "--out")
         paths = write_scenario(config, out)
     for name in ("pool", "target", "test"):
         path = getattr(paths, name)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from curation.cli.common import console, default_home, user_errors
+from curation.cli.common import console, user_errors, work_directory
 from curation.cli.options import config_options
 from curation.datastore import DatastoreSpec, parse_params
 
@@ -41,6 +41,7 @@ def build(
 
     from curation.datastore import build_datastore, check_scheduler
     from curation.embed import input_matrix
+    from curation.io import check_output_dir
     from curation.pool import load_pool
     from curation.proxies.classifier import ProxySpec, WarmupConfig
     from curation.workflow import GradientSettings, cached_proxy, n_classes_of
@@ -48,11 +49,13 @@ def build(
     with user_errors():
         settings = GradientSettings(ProxySpec(proxy), WarmupConfig(
             epochs=max(4, checkpoints), checkpoints=checkpoints, seed=spec.seed), spec)
+        check_output_dir(out, "--out")
+        cache = work_directory(work_dir)
         if scheduler is not None:
             check_scheduler(scheduler)
         pool_data = load_pool(pool, role="pool")
-        target_data = load_pool(target, role="target") if target is not None else None
-        cache = (work_dir or default_home() / "work")
+        target_data = (load_pool(target, role="target", pool=pool_data)
+                       if target is not None else None)
         pool_x = input_matrix(pool_data, cache / "embeddings", progress=True)
         trained = cached_proxy(cache, pool_data.content_hash, pool_x, pool_data.labels,
                                n_classes_of(*[p for p in (pool_data, target_data) if p is not None]),

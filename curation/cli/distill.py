@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from curation.cli.common import console, default_home, parse_seeds, user_errors
-from curation.errors import CurationError
+from curation.cli.common import console, parse_seeds, user_errors, work_directory
 
 
 def distill(
@@ -44,6 +43,7 @@ def distill(
 ) -> None:
     """Distill POOL to PER_CLASS examples per class, train fresh students on it, score on TEST."""
     from curation.distill import DistillConfig, ExpertConfig, MatchingConfig, run_distill
+    from curation.io import check_output_dir
     from curation.pool import load_pool
     from curation.proxies.classifier import ProxySpec
 
@@ -55,10 +55,11 @@ def distill(
             expert=ExpertConfig(epochs=expert_epochs, lr=expert_lr),
             matching=MatchingConfig(iterations=iterations), seed=seed)
         seed_list = parse_seeds(seeds)
-        if not seed_list:
-            raise CurationError("--seeds must name at least one seed")
-        outputs = run_distill(load_pool(pool, role="pool"), load_pool(test, role="test"), config,
-                              out, work_dir or default_home() / "work", selection=selection,
+        check_output_dir(out, "--out")
+        work = work_directory(work_dir)
+        pool_data = load_pool(pool, role="pool")
+        test_data = load_pool(test, role="test", pool=pool_data)
+        outputs = run_distill(pool_data, test_data, config, out, work, selection=selection,
                               eval_seeds=seed_list, progress=True)
     storage = outputs.storage
     console.print(f"distilled {outputs.size} examples -> {outputs.distilled}")

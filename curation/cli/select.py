@@ -16,9 +16,9 @@ from curation.cli.common import (
     ProxyName,
     base_kinds,
     console,
-    default_home,
     parse_seeds,
     user_errors,
+    work_directory,
 )
 from curation.errors import CurationError
 from curation.proxies import proxy_kind
@@ -42,16 +42,18 @@ def select(
 ) -> None:
     """Select a subset of POOL and write it as a Selection with its lineage."""
     from curation.cli.common import open_catalog
-    from curation.io import write_json, write_parquet
+    from curation.io import check_output_file, write_json, write_parquet
     from curation.pool import load_pool
     from curation.selectors import SELECTORS, make_selector, resolve_budget, takes_seed
     from curation.workflow import run_selection
 
     kind = proxy_kind(proxy)
-    work = work_dir or default_home() / "work"
     with user_errors():
         if out.suffix != ".parquet":
             raise CurationError(f"--out must be a .parquet path, got {out}")
+        check_output_file(out, "--out")
+        check_output_file(out.with_suffix(".lineage.json"), "--out's lineage file")
+        work = work_directory(work_dir)
         params = {"seed": seed} if takes_seed(method) else {}
         selector = make_selector(method, **params)
         if lm_base is not None and not kind.takes_base:
@@ -60,7 +62,8 @@ def select(
         resolve_budget(budget, len(pool_data))
         target_data = None
         if target is not None:
-            target_data = load_pool(target, role="target", require_label=kind.needs_labels)
+            target_data = load_pool(target, role="target", require_label=kind.needs_labels,
+                                    pool=pool_data)
         elif "target" in SELECTORS[method].needs:
             raise CurationError(f"selector {method!r} needs --target")
         settings = kind.settings(work, pool_data, target_data, checkpoints=checkpoints, dim=dim,
@@ -100,19 +103,19 @@ def evaluate(
     """Train on a selection and report the test score (mean and std over seeds): accuracy of
     fresh classifiers, or with --proxy causal-lm the perplexity of the fine-tuned LM."""
     from curation.evaluate import EvalConfig, evaluate_subsets
-    from curation.io import write_json
+    from curation.io import check_output_file, write_json
     from curation.pool import load_pool
     from curation.proxies import EvalData
     from curation.selection import read_selection
 
     kind = proxy_kind(proxy)
-    work = work_dir or default_home() / "work"
     with user_errors():
         seed_list = parse_seeds(seeds)
-        if not seed_list:
-            raise CurationError("--seeds must name at least one seed")
+        if out is not None:
+            check_output_file(out, "--out")
+        work = work_directory(work_dir)
         pool_data = load_pool(pool, role="pool", require_label=kind.needs_labels)
-        test_data = load_pool(test, role="test", require_label=kind.needs_labels)
+        test_data = load_pool(test, role="test", require_label=kind.needs_labels, pool=pool_data)
         indices, weights = read_selection(selection, pool_data.ids)
         settings = kind.settings(work, pool_data, None, checkpoints=checkpoints, seed=proxy_seed,
                                  base=lm_base)

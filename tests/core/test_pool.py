@@ -90,3 +90,42 @@ def test_content_hash_tracks_content(tmp_path):
     b = load_pool(_write(tmp_path, _good_table(), "b.parquet"))
     c = load_pool(_write(tmp_path, _good_table(6), "c.parquet"))
     assert a.content_hash == b.content_hash != c.content_hash
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda t: t.set_column(1, "features", pa.array([["1.5", "2", "3"]] * 5)),
+     r"column 'features' must hold numbers \(list<float32>\)"),
+    (lambda t: t.set_column(2, "label", pa.array([0, 1, 10**12, 0, 1])),
+     "class indices 0..9999, found 1000000000000"),
+    (lambda t: t.drop_columns(["features"]).append_column("text", pa.array([" ", ""] * 2 + [""])),
+     "column 'text' is empty in every row"),
+])
+def test_values_outside_the_contract_name_the_column(tmp_path, mutate, message):
+    path = _write(tmp_path, mutate(_good_table()))
+    with pytest.raises(CurationError, match=message):
+        load_pool(path)
+
+
+def test_a_split_must_match_its_pool(tmp_path):
+    pool = load_pool(_write(tmp_path, _good_table(), "pool.parquet"))
+    narrow = features_table(["t0", "t1"], np.ones((2, 2)), labels=[0, 1])
+    with pytest.raises(CurationError, match="test features have width 2 but the pool's"):
+        load_pool(_write(tmp_path, narrow, "narrow.parquet"), role="test", pool=pool)
+    unseen = features_table(["t0", "t1"], np.ones((2, 3)), labels=[0, 4])
+    with pytest.raises(CurationError, match=r"unseen.parquet: 1 target label\(s\) never occur.*: 4"):
+        load_pool(_write(tmp_path, unseen, "unseen.parquet"), role="target", pool=pool)
+    text = pa.table({"id": ["t0"], "label": [0], "text": ["a document"]})
+    with pytest.raises(CurationError, match="the test input is 'text' but the pool's"):
+        load_pool(_write(tmp_path, text, "text.parquet"), role="test", pool=pool)
+    fits = features_table(["t0", "t1"], np.ones((2, 3)), labels=[1, 1])
+    assert len(load_pool(_write(tmp_path, fits, "fits.parquet"), role="test", pool=pool)) == 2
+
+
+def test_a_datasetdict_directory_names_its_splits(tmp_path):
+    import datasets
+
+    split = datasets.Dataset.from_dict({"id": ["a"], "label": [0], "text": ["x"]})
+    datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(CurationError, match=r"splits \['train', 'validation'\]; give one .*dd/train"):
+        load_pool(tmp_path / "dd")
+    assert len(load_pool(tmp_path / "dd" / "train")) == 1
