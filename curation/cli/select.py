@@ -20,6 +20,7 @@ from curation.cli.common import (
     parse_seeds,
     user_errors,
 )
+from curation.cli.options import PARAM_HELP, parse_params
 from curation.errors import CurationError
 from curation.proxies import proxy_kind
 
@@ -39,6 +40,7 @@ def select(
     lm_base: Annotated[Path | None, typer.Option(help=LM_BASE_HELP)] = None,
     work_dir: Annotated[Path | None, typer.Option(help="Cache for embeddings, proxies, stores.")]
     = None,
+    param: Annotated[list[str] | None, typer.Option(help=PARAM_HELP)] = None,
 ) -> None:
     """Select a subset of POOL and write it as a Selection with its lineage."""
     from curation.io import write_json, write_parquet
@@ -52,7 +54,7 @@ def select(
         if out.suffix != ".parquet":
             raise CurationError(f"--out must be a .parquet path, got {out}")
         params = {"seed": seed} if takes_seed(method) else {}
-        selector = make_selector(method, **params)
+        selector = make_selector(method, **{**params, **parse_params(param)})
         if lm_base is not None and not kind.takes_base:
             raise CurationError(f"--lm-base needs --proxy {base_kinds()}")
         pool_data = load_pool(pool, role="pool", require_label=kind.needs_labels)
