@@ -105,6 +105,20 @@ def test_vectors_from_features_and_from_a_gradient_store(tmp_path):
         dedup_vectors(pool, "gradients", store=short)
 
 
+def test_text_vectors_find_copies_with_words_dropped():
+    texts = ["the quick brown fox jumps over the lazy dog near the river bank today",
+             "the quick brown fox jumps over lazy dog near the river bank today",
+             "stock markets fell sharply after the central bank raised interest rates",
+             "a recipe for bread needs flour water salt yeast and some patience"]
+    ids = np.array(["a", "b", "c", "d"], dtype=object)
+    pool = validate_table(pa.table({"id": list(ids), "text": texts}), source="t",
+                          require_label=False)
+    result = find_duplicates(ids, dedup_vectors(pool, "text"), 0.9)
+    assert [list(ids[r]) for r in result.removed_rows] == [["b"]] and len(result.keep) == 3
+    with pytest.raises(CurationError, match="compare 'text' or 'embeddings' instead"):
+        dedup_vectors(pool, "features")
+
+
 def test_written_pool_keeps_every_column_and_the_groups(tmp_path):
     ids, vectors, _ = _planted(n=30, groups=3, copies=2, d=8)
     pool = validate_table(features_table(list(ids), vectors, labels=np.arange(len(ids)) % 3,
