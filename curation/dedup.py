@@ -3,11 +3,12 @@ threshold are one group, and one row per group is kept.
 
 Vectors are L2-normalized and searched with a faiss exact inner-product index
 (``IndexFlatIP.range_search``), ``batch_rows`` queries at a time, so memory beyond the index
-stays at one batch's matches. Groups are the connected components of the "near-duplicate"
-graph (scipy's ``connected_components``): A~B and B~C put A, B and C in one group even when A
-and C are further apart. The kept row of a group is the one with the smallest id (string
-order), so the result does not depend on the pool's row order. Zero vectors have no direction
-and are never grouped.
+(every vector as float32: n * d * 4 bytes) stays at one batch's matches. The search is exact
+and costs n^2 * d multiply-adds: seconds for 10^4 rows, not for 10^7. Groups are the
+connected components of the "near-duplicate" graph (scipy's ``connected_components``): A~B
+and B~C put A, B and C in one group even when A and C are further apart. The kept row of a
+group is the one with the smallest id (string order), so the result does not depend on the
+pool's row order. Zero vectors have no direction and are never grouped.
 
 What the vectors are (``on``): the pool's ``features`` column, MiniLM ``embeddings`` of its text
 (``curation.embed``), a hashed TF-IDF of the ``text``'s words, or the rows of a gradient
