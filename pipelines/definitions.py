@@ -12,6 +12,7 @@ import dagster as dg
 from assets.benchmark import benchmark_report
 from assets.checks import CHECKS
 from assets.data import splits
+from assets.dedup import deduped_pool
 from assets.distill import distilled_set
 from assets.evaluation import subset_evaluation
 from assets.gradients import gradient_datastore, target_gradients
@@ -24,8 +25,8 @@ from pipelines.per_config import PER_CONFIG_GROUPS, new_selector_configs, releas
 from pipelines.refresh import new_pool_files, nightly_refresh, refresh_job
 from resources import ArtifactStore, CatalogResource, DvcRepository, PoolDropbox
 
-UNPARTITIONED_ASSETS = [splits, model_inputs, warmup_proxy, gradient_datastore, target_gradients,
-                        scored_subsets, subset_evaluation, benchmark_report]
+UNPARTITIONED_ASSETS = [splits, model_inputs, deduped_pool, warmup_proxy, gradient_datastore,
+                        target_gradients, scored_subsets, subset_evaluation, benchmark_report]
 PER_CONFIG_ASSETS = [scored_subset, dataset_release, distilled_set]
 ALL_ASSETS = UNPARTITIONED_ASSETS + PER_CONFIG_ASSETS
 

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from curation.catalog import QUERY_TIMEOUT
 from curation.cli.common import Db, console, open_catalog, print_table, user_errors
+from curation.cli.options import PARAM_HELP, parse_params
 from curation.errors import CurationError
 
 catalog_app = typer.Typer(help="Query the DuckDB metadata catalog.", no_args_is_help=True)
@@ -37,8 +38,7 @@ def configs(db: Db = None) -> None:
 def register_config(
     selector: Annotated[str, typer.Argument(help="Selector: random, less, el2n, gtp.")],
     budget: Annotated[float, typer.Option(help="Fraction of the pool (<1) or a count.")],
-    param: Annotated[list[str] | None, typer.Option(
-        help="Selector option as key=value (JSON value or plain text); repeatable.")] = None,
+    param: Annotated[list[str] | None, typer.Option(help=PARAM_HELP)] = None,
     db: Db = None,
 ) -> None:
     """Register a selector config; the subsets sensor then materializes scored_subset for it."""
@@ -49,7 +49,7 @@ def register_config(
         if not budget > 0:
             raise CurationError(f"--budget must be > 0 (a fraction below 1 or a whole count), "
                                 f"got {budget}")
-        config = selection_config(make_selector(selector, **_params(param or [])), budget)
+        config = selection_config(make_selector(selector, **parse_params(param)), budget)
         key = open_catalog(db).register_config(config)
     console.print(f"config {key}: {json.dumps(config, sort_keys=True)}")
 
@@ -110,15 +110,3 @@ def catalog_query(
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)
 
-
-def _params(items: list[str]) -> dict:
-    params = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CurationError(f"--param must be key=value, got {item!r}")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params

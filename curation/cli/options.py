@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import typing
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ import typer
 
 from curation.cli.common import user_errors
 from curation.config import config_fields
+from curation.errors import CurationError
 
 
 def config_options(cls: type, param: str, *, only: Iterable[str] | None = None,
@@ -94,3 +96,23 @@ def _option(name: str, info, defaults: dict, helps: dict, parsed: bool) -> inspe
         option = typer.Option(help=help_text)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[annotation, option])
+
+
+PARAM_HELP = "Selector option as key=value (JSON value or plain text); repeatable."
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``--param key=value`` items as a dict: the value read as JSON, else kept as text.
+
+    The selector's config then checks names and values (one line naming selector and field).
+    """
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CurationError(f"--param must be key=value, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params

@@ -20,6 +20,7 @@ from curation.cli.common import (
     user_errors,
     work_directory,
 )
+from curation.cli.options import PARAM_HELP, parse_params
 from curation.errors import CurationError
 from curation.proxies import proxy_kind
 
@@ -39,6 +40,7 @@ def select(
     lm_base: Annotated[Path | None, typer.Option(help=LM_BASE_HELP)] = None,
     work_dir: Annotated[Path | None, typer.Option(help="Cache for embeddings, proxies, stores.")]
     = None,
+    param: Annotated[list[str] | None, typer.Option(help=PARAM_HELP)] = None,
 ) -> None:
     """Select a subset of POOL and write it as a Selection with its lineage."""
     from curation.cli.common import open_catalog
@@ -55,7 +57,7 @@ def select(
         check_output_file(out.with_suffix(".lineage.json"), "--out's lineage file")
         work = work_directory(work_dir)
         params = {"seed": seed} if takes_seed(method) else {}
-        selector = make_selector(method, **params)
+        selector = make_selector(method, **{**params, **parse_params(param)})
         if lm_base is not None and not kind.takes_base:
             raise CurationError(f"--lm-base needs --proxy {base_kinds()}")
         pool_data = load_pool(pool, role="pool", require_label=kind.needs_labels)

@@ -1,5 +1,6 @@
-"""``sharded_pursuit``: the full passes of the pursuit loop run as one task per row shard, in
-this process or on a Dask cluster, and the shards' winners are merged as one pass would give.
+"""``sharded_pursuit``: the full passes of the pursuit loop run per row shard, in this process
+or on a Dask cluster whose workers hold their shards in memory across passes, and the shards'
+winners are merged as one pass would give.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from curation.pursuit.atoms import AtomPart, Atoms, AtomSource
+from curation.pursuit.atoms import AtomPart, Atoms, AtomSource, MappedRows
 from curation.pursuit.driver import PursuitResult, check_count, pursue, validate
 from curation.pursuit.passes import PassResult, atom_norms, inverse_norms, pass_result, score_all
 
@@ -17,20 +18,26 @@ def sharded_pursuit(atoms: Atoms, target: np.ndarray, k: int, *, shards: int, sc
                     nonnegative: bool = True, tol: float = 1e-6, block_rows: int = 65536,
                     normalize: bool = True, column_scale: np.ndarray | None = None,
                     refresh: int = 1) -> PursuitResult:
-    """``pursuit`` with the rows cut into ``shards`` ranges that are scored as separate tasks.
+    """``pursuit`` with the rows cut into ``shards`` ranges that are scored separately.
 
-    Hierarchical: every full pass is one task per shard, which scores its rows against the
-    residual and returns its winners (its best row and, with ``refresh > 1``, its 2048 best
-    candidates); this process merges them, picks, refits and takes the lazy steps over the
-    merged candidates. The merge keeps ``pursuit``'s order and tie rules, so the result is
-    identical to ``pursuit`` with the same options, for any number of shards. With
-    ``refresh=R`` a pass (a round of tasks) is needed about every R steps, not every step.
+    Hierarchical: every full pass scores each shard against the residual and takes its winners
+    (its best row and, with ``refresh > 1``, its 2048 best candidates); this process merges
+    them, picks, refits and takes the lazy steps over the merged candidates. The merge keeps
+    ``pursuit``'s order and tie rules, so the result is identical to ``pursuit`` with the same
+    options, for any number of shards or workers. With ``refresh=R`` a pass is needed about
+    every R steps, not every step.
 
-    ``scheduler=None`` runs the tasks one after another in this process; a Dask scheduler
-    address or a ``distributed.Client`` runs them on that cluster (same result). Tasks receive
-    their rows' locations, not the data: pass file-backed atoms as ``MappedRows`` at a path the
-    workers can read (a memory map would be copied); row data for the refit and the lazy
-    candidates is read here, at most 2048 rows per pass.
+    ``scheduler=None`` scores the shards one after another in this process; a Dask scheduler
+    address or a ``distributed.Client`` scores them on that cluster (same result). There the
+    shards are dealt out, contiguously, to one holder per worker (a Dask actor pinned to it)
+    that reads its rows into memory once and keeps them for the whole pursuit: a pass is then
+    one call per worker, straight to the worker (the scheduler is not involved), carrying the
+    residual and the few excluded rows of its range out and one merged result back. Each
+    worker scores with as many threads as it declares. So the cluster's memory must hold the
+    atoms once (each worker its share) and the workers must read the rows' files: pass
+    file-backed atoms as ``MappedRows`` at a path the workers can read (a memory map would be
+    copied). Row data for the refit and the lazy candidates is read here, at most 2048 rows
+    per pass.
     """
     src, b, scale = validate(atoms, target, k, tol, block_rows, column_scale, refresh)
     check_count("shards", shards)
@@ -39,41 +46,17 @@ def sharded_pursuit(atoms: Atoms, target: np.ndarray, k: int, *, shards: int, sc
     bounds = np.linspace(0, src.n, shards + 1).round().astype(np.int64)
     pieces = src.split(bounds)
     sq = np.ones(src.d) if scale is None else scale * scale
-    with _runner(scheduler, pieces) as runner:
-        parts = [[runner.put(piece) for piece in shard] for shard in pieces]
-        norms = np.concatenate(runner.map(_shard_norms, [(p, sq, block_rows) for p in parts]))
+    with _runner(scheduler, pieces, bounds, sq, block_rows) as runner:
+        norms = runner.norms()
         inv_norms = inverse_norms(norms, normalize)
-        inv_parts = [runner.put(inv_norms[lo:hi])
-                     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-
-        def full_pass(rs, excluded, banned, signed, m):
-            tasks = [(part, inv, rs, _rows_in(excluded, lo, hi), _rows_in(banned, lo, hi),
-                      signed, m, block_rows)
-                     for part, inv, lo, hi in zip(parts, inv_parts, bounds[:-1], bounds[1:],
-                                                  strict=True)]
-            return _merge(runner.map(_shard_pass, tasks), bounds, signed, m)
-
-        return pursue(src, inv_norms, float(norms.max()), full_pass, b, int(k), nonnegative,
-                      tol, normalize, scale, refresh)
+        runner.set_inverse_norms(inv_norms)
+        return pursue(src, inv_norms, float(norms.max()), runner.full_pass, b, int(k),
+                      nonnegative, tol, normalize, scale, refresh)
 
 
 def _rows_in(mask: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """Rows of ``mask[lo:hi]`` that are set, relative to ``lo`` (a short list, not the mask)."""
     return np.flatnonzero(mask[lo:hi])
-
-
-def _shard_norms(pieces: list[AtomPart], sq: np.ndarray, block_rows: int) -> np.ndarray:
-    """Task: the scaled norms of a shard's rows."""
-    return atom_norms(AtomSource(pieces), sq, block_rows)
-
-
-def _shard_pass(pieces: list[AtomPart], inv_norms: np.ndarray, r: np.ndarray,
-                excluded: np.ndarray, banned: np.ndarray, signed: bool, m: int,
-                block_rows: int) -> PassResult:
-    """Task: one full pass over a shard (rows relative to the shard)."""
-    src = AtomSource(pieces)
-    scores = score_all(src, r, inv_norms, block_rows, np.empty(src.n))
-    return pass_result(scores, _mask(excluded, src.n), _mask(banned, src.n), signed, m)
 
 
 def _mask(rows: np.ndarray, n: int) -> np.ndarray:
@@ -102,35 +85,118 @@ def _merge(passes: list[PassResult], bounds: np.ndarray, signed: bool, m: int) -
     return PassResult(j, score, rows[keep], keys[keep], max(left_outs))
 
 
+class ShardHolder:
+    """Consecutive shards (rows ``[bounds[0], bounds[-1])``) held in memory, scored on request.
+
+    In this process it reads the rows per pass, as ``pursuit`` does; as a Dask actor
+    (``resident=True``) it copies them into memory once, so passes read no files, and scores
+    with ``threads`` Numba threads (the worker's share of the cores).
+    """
+
+    def __init__(self, pieces: list[list[AtomPart]], bounds: np.ndarray, sq: np.ndarray,
+                 block_rows: int, resident: bool = False, threads: int | None = None) -> None:
+        if resident:
+            pieces = [[np.array(p.open() if isinstance(p, MappedRows) else p) for p in shard]
+                      for shard in pieces]
+        self.sources = [AtomSource(shard) for shard in pieces]
+        self.bounds = np.asarray(bounds, np.int64) - int(bounds[0])
+        self.sq, self.block_rows, self.threads = sq, block_rows, threads
+        self.inv_norms: list[np.ndarray] = []
+        self.scores = [np.empty(s.n) for s in self.sources]
+
+    def _use_threads(self) -> None:
+        # Numba's thread count is per calling thread: set it in the thread that scores.
+        if self.threads is not None:
+            import numba
+
+            numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))
+
+    def norms(self) -> np.ndarray:
+        """The scaled norms of the held rows."""
+        self._use_threads()
+        return np.concatenate([atom_norms(s, self.sq, self.block_rows) for s in self.sources])
+
+    def set_inverse_norms(self, inv_norms: np.ndarray) -> None:
+        self.inv_norms = [inv_norms[lo:hi] for lo, hi in zip(self.bounds[:-1], self.bounds[1:],
+                                                              strict=True)]
+
+    def full_pass(self, r: np.ndarray, excluded: np.ndarray, banned: np.ndarray, signed: bool,
+                  m: int) -> PassResult:
+        """One pass over the held rows; ``excluded`` and ``banned`` list rows relative to the
+        first held row; the result is relative to it too."""
+        self._use_threads()
+        n = int(self.bounds[-1])
+        excluded, banned = _mask(excluded, n), _mask(banned, n)
+        passes = []
+        for src, inv, scores, lo, hi in zip(self.sources, self.inv_norms, self.scores,
+                                            self.bounds[:-1], self.bounds[1:], strict=True):
+            score_all(src, r, inv, self.block_rows, scores)
+            passes.append(pass_result(scores, excluded[lo:hi], banned[lo:hi], signed, m))
+        return _merge(passes, self.bounds, signed, m)
+
+
 class _InProcess:
-    """Runs shard tasks one after another here."""
+    """All shards in one holder here, rows read per pass."""
 
-    @staticmethod
-    def put(value):
-        return value
+    def __init__(self, pieces: list[list[AtomPart]], bounds: np.ndarray, sq: np.ndarray,
+                 block_rows: int) -> None:
+        self.holder = ShardHolder(pieces, bounds, sq, block_rows)
 
-    @staticmethod
-    def map(fn, tasks: list) -> list:
-        return [fn(*task) for task in tasks]
+    def norms(self) -> np.ndarray:
+        return self.holder.norms()
+
+    def set_inverse_norms(self, inv_norms: np.ndarray) -> None:
+        self.holder.set_inverse_norms(inv_norms)
+
+    def full_pass(self, r, excluded, banned, signed, m) -> PassResult:
+        return self.holder.full_pass(r, np.flatnonzero(excluded), np.flatnonzero(banned),
+                                     signed, m)
 
 
 class _OnDask:
-    """Runs shard tasks on a Dask cluster; data used by every pass is sent once."""
+    """One ``ShardHolder`` actor per worker, each holding a contiguous run of shards."""
 
-    def __init__(self, client) -> None:
-        self.client = client
+    def __init__(self, client, pieces: list[list[AtomPart]], bounds: np.ndarray, sq: np.ndarray,
+                 block_rows: int) -> None:
+        workers = client.nthreads()
+        if not workers:
+            client.wait_for_workers(1)
+            workers = client.nthreads()
+        names = sorted(workers)[:len(pieces)]
+        owner = np.arange(len(pieces)) * len(names) // len(pieces)  # contiguous runs
+        self.edges = np.array([bounds[np.flatnonzero(owner == w)[0]] for w in range(len(names))]
+                              + [bounds[-1]], np.int64)
+        self.holders = []
+        for w, name in enumerate(names):
+            mine = np.flatnonzero(owner == w)
+            held = [[client.scatter(p, workers=[name]) if isinstance(p, np.ndarray) else p
+                     for p in pieces[s]] for s in mine]
+            self.holders.append(client.submit(
+                ShardHolder, held, bounds[mine[0]:mine[-1] + 2], sq, block_rows, resident=True,
+                threads=workers[name], actor=True, workers=[name], allow_other_workers=False,
+                pure=False))
+        self.holders = [future.result() for future in self.holders]
 
-    def put(self, value):
-        return self.client.scatter(value) if isinstance(value, np.ndarray) else value
+    def norms(self) -> np.ndarray:
+        return np.concatenate([call.result() for call in [h.norms() for h in self.holders]])
 
-    def map(self, fn, tasks: list) -> list:
-        return self.client.gather([self.client.submit(fn, *task, pure=False) for task in tasks])
+    def set_inverse_norms(self, inv_norms: np.ndarray) -> None:
+        calls = [h.set_inverse_norms(inv_norms[lo:hi])
+                 for h, lo, hi in zip(self.holders, self.edges[:-1], self.edges[1:], strict=True)]
+        for call in calls:
+            call.result()
+
+    def full_pass(self, r, excluded, banned, signed, m) -> PassResult:
+        calls = [h.full_pass(r, _rows_in(excluded, lo, hi), _rows_in(banned, lo, hi), signed, m)
+                 for h, lo, hi in zip(self.holders, self.edges[:-1], self.edges[1:], strict=True)]
+        return _merge([call.result() for call in calls], self.edges, signed, m)
 
 
 @contextmanager
-def _runner(scheduler, pieces: list[list[AtomPart]]):
+def _runner(scheduler, pieces: list[list[AtomPart]], bounds: np.ndarray, sq: np.ndarray,
+            block_rows: int):
     if scheduler is None:
-        yield _InProcess()
+        yield _InProcess(pieces, bounds, sq, block_rows)
         return
     if any(isinstance(piece, np.memmap) for shard in pieces for piece in shard):
         raise ValueError("np.memmap atoms would be copied to the Dask workers; pass "
@@ -138,7 +204,11 @@ def _runner(scheduler, pieces: list[list[AtomPart]]):
     from distributed import Client
 
     if isinstance(scheduler, Client):
-        yield _OnDask(scheduler)
+        # The actors' handles find their client as the current one.
+        with scheduler.as_current():
+            yield _OnDask(scheduler, pieces, bounds, sq, block_rows)
         return
-    with Client(scheduler, set_as_default=False) as client:
-        yield _OnDask(client)
+    # direct_to_workers: a pass's calls go to the workers, not through the scheduler
+    with Client(scheduler, set_as_default=False, direct_to_workers=True) as client, \
+            client.as_current():
+        yield _OnDask(client, pieces, bounds, sq, block_rows)

@@ -6,7 +6,8 @@ from pipelines.definitions import defs
 
 def test_definitions_load_with_the_whole_graph():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"raw_pool", "target_set", "test_set", "model_inputs", "warmup_proxy",
+    assert keys == {"raw_pool", "target_set", "test_set", "model_inputs", "deduped_pool",
+                    "warmup_proxy",
                     "gradient_datastore", "target_gradients", "scored_subsets",
                     "subset_evaluation", "benchmark_report", "scored_subset", "dataset_release",
                     "distilled_set"}
