@@ -19,16 +19,25 @@ from curation.cli.common import (
     parse_seed_count,
     user_errors,
 )
+from curation.config import choice
 from curation.demo_data import ScenarioConfig
 from curation.errors import CurationError
+from curation.instruct_data import TARGET_TASKS
+from curation.lm_bases import LM_BASES
 from curation.proxies import proxy_kind
+
+TargetTask = choice(TARGET_TASKS)
 
 
 def benchmark(
     out: Annotated[Path, typer.Option(help="Directory for results.json, summary.md, plot.png.")],
     scenario: Annotated[str | None, typer.Option(
-        help="Demo scenario instead of files: targeted-text, general-text, noisy-text, images.")]
+        help="Demo scenario instead of files: targeted-text, general-text, noisy-text, images, "
+             "instruct.")]
     = None,
+    target_task: Annotated[TargetTask, typer.Option(
+        help="--scenario instruct: the target task (its few-shot examples and test split).")]
+    = "mmlu",
     pool: Annotated[Path | None, typer.Option(help="Pool file (without --scenario).")] = None,
     test: Annotated[Path | None, typer.Option(help="Test split (without --scenario).")] = None,
     target: Annotated[Path | None, typer.Option(help="Target set (without --scenario).")]
@@ -93,7 +102,8 @@ def benchmark(
                 raise CurationError("give either --scenario or --pool/--test/--target, not both")
             sizes = {"pool_size": pool_size or defaults["pool_size"],
                      "test_size": defaults["test_size"] if test_size is None else test_size}
-            paths = write_scenario(ScenarioConfig(scenario, **sizes), out / "data")
+            paths = write_scenario(ScenarioConfig(scenario, target_task=target_task, **sizes),
+                                   out / "data")
             pool, test, target = paths.pool, paths.test, paths.target
         elif pool is None or test is None:
             raise CurationError("--pool and --test are required without --scenario")
@@ -101,11 +111,13 @@ def benchmark(
         pool_data = load_pool(pool, role="pool", require_label=labels)
         target_data = load_pool(target, role="target", require_label=labels) if target else None
         # Fine-tuning only LoRA adapters of a small base moved held-out perplexity by <1%
-        # for any subset (docs/architecture.md): the benchmark trains the whole model.
+        # for any subset (docs/architecture.md): the benchmark trains the whole model, except
+        # on a named pre-trained base, where LoRA alone is the setting of LESS and GTP.
+        named = lm_base is not None and str(lm_base) in LM_BASES
         config = replace(config, settings=kind.settings(
             work, pool_data, target_data, checkpoints=checkpoints, dim=dim, base=lm_base,
             pretrain_docs=pretrain_docs if scenario is not None and lm_base is None else 0,
-            train_base=True, progress=True))
+            train_base=None if named else True, progress=True))
         config.validate(len(pool_data), target_data is not None)
         records = run_benchmark(pool_data, load_pool(test, role="test", require_label=labels),
                                 target_data, config, work)

@@ -199,6 +199,7 @@ def test_the_instruct_scenario_is_real_sized_decontaminated_and_seeded():
     splits = build_instruct("bbh", pool_size=60, target_size=10, test_size=20, per_task=3,
                             seed=0)
     assert list(splits.pool.columns) == ["id", "prompt", "response", "source", "domain"]
+    assert len(build_instruct("gsm8k", 5, 40, 3, 1, 0).target) == 8  # target_size is a cap
     assert len(splits.pool) == 60 and len(splits.target) == 10 and len(splits.test) == 20
     assert splits.pool["source"].nunique() > 30  # mixed: many tasks
     dropped = {d["source"] for d in splits.card["decontamination"]["dropped"]}
