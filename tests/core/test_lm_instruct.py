@@ -181,6 +181,23 @@ def test_named_bases_resolve_or_fail_naming_the_fix(tmp_path, monkeypatch):
     assert not (tmp_path / "lm-bases").exists()  # nothing written
 
 
+def test_an_unknown_base_name_exits_2_in_one_line_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+    from curation.io import write_parquet
+
+    write_parquet(tmp_path / "pool.parquet", _qa_table(4, 0))
+    for command in (["select", "--pool", str(tmp_path / "pool.parquet"), "--method", "random",
+                     "--budget", "2", "--out", str(tmp_path / "sel.parquet")],
+                    ["benchmark", "--scenario", "instruct", "--out", str(tmp_path / "bench")]):
+        result = CliRunner().invoke(app, [*command, "--proxy", "causal-lm", "--lm-base", "nope",
+                                          "--work-dir", str(tmp_path / "work")])
+        assert result.exit_code == 2, result.output
+        assert "unknown base name" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.parquet"]
+
+
 def test_decontamination_drops_whole_tasks_by_name_or_13_gram_overlap():
     test = pd.DataFrame({"prompt": ["one two three four five six seven eight nine ten eleven "
                                     "twelve thirteen fourteen"], "response": ["x"]})
