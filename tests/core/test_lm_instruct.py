@@ -198,6 +198,17 @@ def test_an_unknown_base_name_exits_2_in_one_line_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.parquet"]
 
 
+def test_the_srht_projects_a_30_layer_lora_gradient_in_120_blocks_like_one_block():
+    from curation.projectors import HadamardProjector
+
+    rng = np.random.default_rng(0)
+    blocks = [torch.from_numpy(rng.standard_normal((64, 200), dtype=np.float32))
+              for _ in range(120)]  # parallel path: 64 rows x 32768 padded dims
+    projector = HadamardProjector(120 * 200, 64, seed=3)
+    torch.testing.assert_close(projector(blocks), projector([torch.cat(blocks, 1)]),
+                               rtol=0, atol=0)
+
+
 def test_decontamination_drops_whole_tasks_by_name_or_13_gram_overlap():
     test = pd.DataFrame({"prompt": ["one two three four five six seven eight nine ten eleven "
                                     "twelve thirteen fourteen"], "response": ["x"]})
