@@ -30,7 +30,8 @@ class BenchmarkReportConfig(dg.Config):
         "causal-lm without lm_base: pre-train the base LM on this many 20 Newsgroups training "
         "documents outside the pool and target (0: random-init base)."))
     lm_base: str = Field(default="", description=(
-        "causal-lm: a local model directory (safetensors + tokenizer.json) to start from."))
+        "causal-lm: a named base (smollm2-135m) or a local model directory (safetensors + "
+            "tokenizer.json) to start from."))
 
     @field_validator("methods")
     @classmethod

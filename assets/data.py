@@ -27,7 +27,7 @@ class SplitsConfig(derived_config(
     description="Validated pool, target set and test split in the data contract.",
 )
 def splits(config: SplitsConfig, artifacts: ArtifactStore, catalog: CatalogResource):
-    pools = _user_splits(config) if config.pool_path else _demo_splits(config)
+    pools, card = (_user_splits(config), None) if config.pool_path else _demo_splits(config)
     for name, role, pool in zip(SPLITS, ("pool", "target", "test"), pools, strict=True):
         path = artifacts.path("splits", pool.content_hash[:16], f"{role}.parquet")
         write_parquet(path, pool.table)
@@ -36,14 +36,18 @@ def splits(config: SplitsConfig, artifacts: ArtifactStore, catalog: CatalogResou
                     "pool_id": pool.content_hash}
         if pool.has_labels:
             metadata["labels"] = md.histogram(pool.labels)
+        if card is not None and role == "pool":  # what the scenario dropped, its sources
+            metadata["data_card"] = dg.MetadataValue.json(card)
         yield dg.Output(str(path), output_name=name, metadata=metadata)
 
 
-def _demo_splits(config: SplitsConfig) -> list[Pool]:
+def _demo_splits(config: SplitsConfig) -> tuple[list[Pool], dict | None]:
     tables = build_scenario(config.to_core(ScenarioConfig))
-    return [validate_table(t, source=f"{config.scenario}:{role}")
+    # Instruct splits are LM data: prompt/response, labels only where a test row has choices.
+    labelled = config.scenario != "instruct"
+    return [validate_table(t, source=f"{config.scenario}:{role}", require_label=labelled)
             for role, t in zip(("pool", "target", "test"), (tables.pool, tables.target,
-                                                            tables.test), strict=True)]
+                                                            tables.test), strict=True)], tables.card
 
 
 def _user_splits(config: SplitsConfig) -> list[Pool]:

@@ -27,7 +27,8 @@ class ProxyConfig(derived_config(
         lr=(float | None, Field(default=None, gt=0, description=(
             "Adam learning rate [default: 1e-2; 2e-3 for causal-lm]."))),
         lm_base=(str, Field(default="", description=(
-            "causal-lm: a local model directory (safetensors + tokenizer.json) to start from."))),
+            "causal-lm: a named base (smollm2-135m) or a local model directory (safetensors + "
+            "tokenizer.json) to start from."))),
         pretrain_docs=(int, Field(default=0, ge=0, description=(
             "causal-lm without lm_base: pre-train the base on this many 20 Newsgroups training "
             "documents outside the pool and target first (0: random-init base)."))))):

@@ -123,6 +123,10 @@ def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: Benchmark
         if start is not None:
             records.append({"method": "warmup", "budget": 0.0, "seed": seed, "n_selected": 0,
                             **start})
+        base = scorer.reference()  # the pre-trained base itself, before any training here
+        if base is not None:
+            records.append({"method": "base", "budget": 0.0, "seed": seed, "n_selected": 0,
+                            **base})
         bar.update()
         for (method, budget, selection, lineage), score in zip(runs, scores, strict=True):
             rows = selection.indices

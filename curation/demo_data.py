@@ -16,6 +16,10 @@ Scenarios:
   ``duplicate_of``) and 10% of the pool given a wrong label (column ``label_noise``).
 - ``images``: MNIST pool; target = a random labelled sample; test = held-out digits.
 - ``digits``: the same on scikit-learn's 8x8 digits.
+- ``instruct``: pool = real instructions with gold answers from many tasks (``evals``);
+  target = few-shot examples of one task (``target_task``: mmlu, gsm8k, bbh); test = that
+  task's held-out test split; the pool is decontaminated against it and ``data_card.json``
+  says what was dropped (``curation.instruct_data``).
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from pydantic import Field
 
 from curation.config import choice, config
 from curation.errors import CurationError
-from curation.io import write_parquet
+from curation.instruct_data import TARGET_TASKS
+from curation.io import write_json, write_parquet
 from curation.pool import features_table
 
-SCENARIOS = ("targeted-text", "general-text", "noisy-text", "images", "digits")
+SCENARIOS = ("targeted-text", "general-text", "noisy-text", "images", "digits", "instruct")
 # noisy-text: the share of the pool replaced by near-duplicates, copies per source, label noise.
 DUPLICATE_FRACTION, COPIES_PER_SOURCE, LABEL_NOISE = 0.3, 3, 0.1
 
@@ -50,6 +55,10 @@ class ScenarioConfig:
     test_size: int = Field(default=0, ge=0, description="Cap on test examples (0: all).")
     domain: str = Field(default="sci", description="Target domain of targeted-text and noisy-text.")
     seed: int = Field(default=0, description="Seed of every sampling step.")
+    target_task: choice(TARGET_TASKS) = Field(default="mmlu", description=(
+        "Target task of the instruct scenario (its few-shot examples and test split)."))
+    per_task: int = Field(default=30, gt=0, description=(
+        "Instruct scenario: pool rows sampled per instruction task before the pool_size sample."))
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class SplitTables:
     pool: pa.Table
     target: pa.Table
     test: pa.Table
+    card: dict | None = None  # what a scenario records about its making (data_card.json)
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class SplitPaths:
 def build_scenario(config: ScenarioConfig) -> SplitTables:
     """Build the three splits of a scenario in the data contract."""
     rng = np.random.default_rng(config.seed)
+    if config.scenario == "instruct":
+        return _instruct_scenario(config)
     if config.scenario.endswith("-text"):
         return _text_scenario(config, rng)
     return _image_scenario(config, rng)
@@ -86,7 +98,18 @@ def write_splits(tables: SplitTables, out_dir: str | Path) -> SplitPaths:
                        out_dir / "test.parquet")
     for name in ("pool", "target", "test"):
         write_parquet(getattr(paths, name), getattr(tables, name))
+    if tables.card is not None:
+        write_json(out_dir / "data_card.json", tables.card)
     return paths
+
+
+def _instruct_scenario(config: ScenarioConfig) -> SplitTables:
+    from curation.instruct_data import build_instruct
+
+    splits = build_instruct(config.target_task, config.pool_size, config.target_size,
+                            config.test_size, config.per_task, config.seed)
+    return SplitTables(*(_text_table(f) for f in (splits.pool, splits.target, splits.test)),
+                       card=splits.card)
 
 
 def newsgroups_frame(split: str) -> pd.DataFrame:

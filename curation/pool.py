@@ -156,6 +156,8 @@ def validate_table(table: pa.Table, *, source: str, require_label: bool = True) 
         _check_labels(table.column("label"), source)
     elif require_label:
         raise CurationError(f"{source}: missing required column 'label' (columns: {names})")
+    if "choices" in names:
+        _check_choices(table, source)
     if inputs[0] == "features":
         _features_matrix(table.column("features"), source)
     elif inputs[0] == PROMPT_RESPONSE:
@@ -238,6 +240,23 @@ def _check_labels(column: pa.ChunkedArray, source: str) -> None:
         raise CurationError(
             f"{source}: column 'label' must be class indices 0..{MAX_CLASSES - 1}, found "
             f"{largest}; remap the labels to 0..k-1")
+
+
+def _check_choices(table: pa.Table, source: str) -> None:
+    """LM test splits: ``choices`` (lists of strings) need ``label``, the gold choice's index."""
+    column = table.column("choices")
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)) or \
+            not pa.types.is_string(column.type.value_type):
+        raise CurationError(f"{source}: column 'choices' must be lists of strings, got "
+                            f"{column.type}")
+    if "label" not in table.column_names:
+        raise CurationError(f"{source}: column 'choices' needs a column 'label' (the index of "
+                            "the gold choice)")
+    sizes = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    outside = np.flatnonzero(table.column("label").to_numpy() >= sizes)
+    if len(outside):
+        raise CurationError(f"{source}: column 'label' is outside its 'choices' in row "
+                            f"{int(outside[0])} (label must be 0..len(choices)-1)")
 
 
 def _check_texts(column: pa.ChunkedArray, source: str, name: str = "text") -> None:

@@ -125,6 +125,20 @@ class GaussianProjector:
                 "seed_scheme": "seed * 1_000_003 + block", "scale": "1/sqrt(dim)"}
 
 
+# Numba's parallel regions take tuples of at most 100 arrays (and compile once per length): a
+# LoRA model of 30 layers has 120 adapter matrices.
+_MAX_BLOCKS = 32
+
+
+def _at_most(blocks: tuple, limit: int) -> tuple:
+    """``blocks`` merged side by side into at most ``limit`` groups (the same columns)."""
+    if len(blocks) <= limit:
+        return blocks
+    step = -(-len(blocks) // limit)
+    return tuple(np.ascontiguousarray(np.concatenate(blocks[i:i + step], axis=1))
+                 for i in range(0, len(blocks), step))
+
+
 class HadamardProjector:
     """Seeded subsampled randomized Hadamard transform from ``in_dim`` to ``out_dim`` dims."""
 
@@ -141,8 +155,8 @@ class HadamardProjector:
         self.scale = np.float32(1 / np.sqrt(out_dim))
 
     def __call__(self, features: Features) -> torch.Tensor:
-        blocks = tuple(np.ascontiguousarray(b.detach().numpy(), dtype=np.float32)
-                       for b in _column_blocks(features, self.in_dim))
+        blocks = _at_most(tuple(np.ascontiguousarray(b.detach().numpy(), dtype=np.float32)
+                                for b in _column_blocks(features, self.in_dim)), _MAX_BLOCKS)
         out = np.empty((blocks[0].shape[0], self.out_dim), dtype=np.float32)
         # Numba's default "workqueue" threading layer aborts on concurrent parallel calls
         # (Dask worker threads); one kernel at a time per process already uses every core.

@@ -19,16 +19,25 @@ from curation.cli.common import (
     user_errors,
     work_directory,
 )
+from curation.config import choice
 from curation.demo_data import ScenarioConfig
 from curation.errors import CurationError
+from curation.instruct_data import TARGET_TASKS
+from curation.lm_bases import LM_BASES, resolve_lm_base
 from curation.proxies import proxy_kind
+
+TargetTask = choice(TARGET_TASKS)
 
 
 def benchmark(
     out: Annotated[Path, typer.Option(help="Directory for results.json, summary.md, plot.png.")],
     scenario: Annotated[str | None, typer.Option(
-        help="Demo scenario instead of files: targeted-text, general-text, noisy-text, images.")]
+        help="Demo scenario instead of files: targeted-text, general-text, noisy-text, images, "
+             "instruct.")]
     = None,
+    target_task: Annotated[TargetTask, typer.Option(
+        help="--scenario instruct: the target task (its few-shot examples and test split).")]
+    = "mmlu",
     pool: Annotated[Path | None, typer.Option(help="Pool file (without --scenario).")] = None,
     test: Annotated[Path | None, typer.Option(help="Test split (without --scenario).")] = None,
     target: Annotated[Path | None, typer.Option(help="Target set (without --scenario).")]
@@ -90,12 +99,14 @@ def benchmark(
             settings=GradientSettings(kind.spec()),
             evaluation=EvalConfig(seeds=(0,), use_weights=use_weights))
         config.check_methods()  # before any file is written
+        named = lm_base is not None and str(lm_base) in LM_BASES
+        lm_base = resolve_lm_base(lm_base)  # an unknown name fails before any file is written
         if scenario is not None:
             if pool or test or target:
                 raise CurationError("give either --scenario or --pool/--test/--target, not both")
             sizes = {"pool_size": defaults["pool_size"] if pool_size is None else pool_size,
                      "test_size": defaults["test_size"] if test_size is None else test_size}
-            tables = build_scenario(ScenarioConfig(scenario, **sizes))
+            tables = build_scenario(ScenarioConfig(scenario, target_task=target_task, **sizes))
             # Every option is checked against the data before the splits are written.
             config.validate(tables.pool.num_rows, has_target=True)
             paths = write_splits(tables, out / "data")
@@ -112,11 +123,12 @@ def benchmark(
         test_data = load_pool(test, role="test", require_label=labels, pool=pool_data)
         config.validate(len(pool_data), target_data is not None)
         # Fine-tuning only LoRA adapters of a small base moved held-out perplexity by <1%
-        # for any subset (docs/architecture.md): the benchmark trains the whole model.
+        # for any subset (docs/architecture.md): the benchmark trains the whole model, except
+        # on a named pre-trained base, where LoRA alone is the setting of LESS and GTP.
         config = replace(config, settings=kind.settings(
             work, pool_data, target_data, checkpoints=checkpoints, dim=dim, base=lm_base,
             pretrain_docs=pretrain_docs if scenario is not None and lm_base is None else 0,
-            train_base=True, progress=True))
+            train_base=None if named else True, progress=True))
         records = run_benchmark(pool_data, test_data, target_data, config, work)
         title = (f"{scenario} ({proxy})" if scenario and defaults.get("titled")
                  else scenario or "")

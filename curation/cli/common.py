@@ -19,6 +19,7 @@ from curation.config import choice, config_fields, default_of
 from curation.datastore import DatastoreSpec
 from curation.errors import CurationError
 from curation.io import check_output_dir
+from curation.lm_bases import lm_base_help
 from curation.proxies import PROXY_KINDS, proxy_help
 
 console = Console()
@@ -82,8 +83,7 @@ ProxyName = choice(PROXY_KINDS)
 # The projection dimension is a datastore field: its default and text are declared there.
 DEFAULT_DIM = default_of(DatastoreSpec, "dim")
 DIM_HELP = config_fields(DatastoreSpec, ("dim",))["dim"].description
-LM_BASE_HELP = ("causal-lm: a local model directory (save_pretrained, safetensors, with "
-                "tokenizer.json) to start from instead of a random-init base; never downloaded.")
+LM_BASE_HELP = lm_base_help()
 
 
 def base_kinds() -> str:

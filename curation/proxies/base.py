@@ -148,6 +148,9 @@ class Scorer(Protocol):
     def untrained(self) -> dict[str, float] | None:
         """The starting point's metrics without training on any subset (None: not defined)."""
 
+    def reference(self) -> dict[str, float] | None:
+        """The base model's metrics before any training (None: not defined)."""
+
 
 @dataclass(frozen=True)
 class EvalData:

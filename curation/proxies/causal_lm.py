@@ -42,6 +42,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -199,9 +200,48 @@ def lm_texts(pool: Pool) -> tuple[list[str] | None, list[str]]:
     return None, pool.texts
 
 
+@lru_cache(maxsize=4)
+def chat_template_tokenizer(base_path: str):
+    """The ``transformers`` tokenizer of ``base_path`` when it has a chat template, else None."""
+    directory = Path(base_path)
+    if not ((directory / "chat_template.jinja").is_file() or
+            "chat_template" in _json_or_empty(directory / "tokenizer_config.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_path, local_files_only=True)
+
+
+def _json_or_empty(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def chat_format(tokenizer, prompts: Sequence[str], responses: Sequence[str]
+                ) -> tuple[list[str], list[str]]:
+    """Prompts and responses through ``tokenizer``'s chat template: the prompt as a user turn
+    up to the assistant's opening, the response as the assistant turn through its end marker.
+    THE one place the template is applied: warm-up, gradients and evaluation all encode here."""
+    heads, tails = [], []
+    for prompt, response in zip(prompts, responses, strict=True):
+        user = [{"role": "user", "content": prompt}]
+        head = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(
+            [*user, {"role": "assistant", "content": response}], tokenize=False)
+        if not full.startswith(head):
+            raise CurationError("the base's chat template does not render the prompt as a "
+                                "prefix of prompt + response; it cannot score responses")
+        heads.append(head)
+        tails.append(full[len(head):].rstrip("\n"))
+    return heads, tails
+
+
 def encode(tokenizer, texts: Sequence[str], max_length: int,
-           prompts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, targets), both (n, max_length) int64; targets are -100 where no loss."""
+           prompts: Sequence[str] | None = None, append_eos: bool = True
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, targets), both (n, max_length) int64; targets are -100 where no loss.
+    ``append_eos=False`` when the texts already end in their end marker (a chat template's)."""
     pad, eos = special_ids(tokenizer)
     n = len(texts)
     ids = np.full((n, max_length), pad, dtype=np.int64)
@@ -209,7 +249,7 @@ def encode(tokenizer, texts: Sequence[str], max_length: int,
     bodies = tokenizer.encode_batch(list(texts))
     heads = tokenizer.encode_batch(list(prompts)) if prompts is not None else [None] * n
     for i, (body, head) in enumerate(zip(bodies, heads, strict=True)):
-        tokens = [*body.ids, eos]
+        tokens = [*body.ids, eos] if append_eos else list(body.ids)
         prompt = head.ids if head is not None else []
         # The response keeps at least half the window; the prompt keeps its end.
         keep_response = min(len(tokens), max_length - min(len(prompt), max_length // 2))
@@ -366,6 +406,17 @@ def lm_batch_loss(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor,
 
 
 @dataclass(frozen=True)
+class ChoiceSet:
+    """Every (prompt, choice) pair of a multiple-choice test split, encoded: pair ``k`` belongs
+    to test row ``owner[k]``, whose gold choice is ``labels[owner[k]]`` (its index there)."""
+
+    ids: np.ndarray
+    targets: np.ndarray
+    owner: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
 class LMProxy:
     """A warmed-up causal-LM proxy: spec, tokenizer, base weights and adapter checkpoints.
 
@@ -400,7 +451,32 @@ class LMProxy:
 
     def encode(self, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
         prompts, texts = lm_texts(pool)
+        return self.encode_texts(texts, prompts)
+
+    def encode_texts(self, texts: Sequence[str], prompts: Sequence[str] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and targets of (prompt, response) pairs or plain texts, through the base's
+        chat template when it has one (``chat_format``)."""
+        chat = chat_template_tokenizer(self.spec.base_path) if self.spec.base_path else None
+        if chat is not None and prompts is not None:
+            prompts, texts = chat_format(chat, prompts, texts)
+            return encode(self.tokenizer(), texts, self.spec.max_length, prompts,
+                          append_eos=False)
         return encode(self.tokenizer(), texts, self.spec.max_length, prompts)
+
+    def encode_choices(self, pool: Pool) -> ChoiceSet | None:
+        """Every (prompt, choice) pair of a test split with ``choices``, or None without them."""
+        if "choices" not in pool.table.column_names:
+            return None
+        prompts, _ = lm_texts(pool)
+        if prompts is None:
+            raise CurationError(f"{pool.source}: column 'choices' needs 'prompt' and 'response' "
+                                "columns")
+        choices = pool.table.column("choices").to_pylist()
+        owner = np.repeat(np.arange(len(choices)), [len(c) for c in choices])
+        ids, targets = self.encode_texts([c for row in choices for c in row],
+                                         [prompts[i] for i in owner])
+        return ChoiceSet(ids, targets, owner, pool.labels)
 
     def load_model(self, checkpoint: Checkpoint | None = None) -> nn.Module:
         """The model at ``checkpoint`` (None: the initial weights), in eval mode."""
@@ -567,11 +643,49 @@ def token_loss(model: nn.Module, ids: np.ndarray, targets: np.ndarray,
     return total / count
 
 
+def sequence_log_likelihoods(model: nn.Module, ids: np.ndarray, targets: np.ndarray,
+                             batch_size: int = 32) -> np.ndarray:
+    """Per sequence: the mean log-probability of its target tokens (length-normalized)."""
+    device = next(model.parameters()).device
+    out = np.empty(len(ids))
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(ids), batch_size):
+            x = torch.from_numpy(ids[start:start + batch_size]).to(device)
+            y = torch.from_numpy(targets[start:start + batch_size]).to(device)
+            per_token = lm_batch_loss(model, x, y, reduction="none").reshape(len(x), -1)
+            valid = (y[:, 1:] != IGNORE)
+            mean = (per_token * valid).sum(1) / valid.sum(1).clamp_min(1)
+            out[start:start + len(x)] = (-mean).cpu().numpy()
+    return out
+
+
+def choice_accuracy(model: nn.Module, choices: ChoiceSet, batch_size: int = 32) -> float:
+    """Share of test rows whose gold choice has the highest length-normalized log-likelihood
+    (ties go to the first choice)."""
+    scores = sequence_log_likelihoods(model, choices.ids, choices.targets, batch_size)
+    counts = np.bincount(choices.owner, minlength=len(choices.labels))
+    starts = np.r_[0, np.cumsum(counts)[:-1]]  # a row's pairs are contiguous (encode_choices)
+    picked = np.array([np.argmax(scores[s:s + c]) for s, c in zip(starts, counts, strict=True)])
+    return float(np.mean(picked == choices.labels))
+
+
+def held_out_scores(model: nn.Module, test_ids: np.ndarray, test_targets: np.ndarray,
+                choices: ChoiceSet | None, batch_size: int = 32) -> dict[str, float]:
+    """THE LM test metrics of one model: ``test_loss`` (mean per-token loss of the gold
+    responses), ``test_perplexity`` and, with ``choices``, ``test_accuracy``."""
+    scores = loss_scores(token_loss(model, test_ids, test_targets, batch_size))
+    if choices is not None:
+        scores["test_accuracy"] = choice_accuracy(model, choices, batch_size)
+    return scores
+
+
 def finetune_perplexity(proxy: LMProxy, ids: np.ndarray, targets: np.ndarray,
                         test_ids: np.ndarray, test_targets: np.ndarray,
                         config: LMEvalConfig = DEFAULT_LM_EVAL, seed: int = 0,
-                        weights: np.ndarray | None = None) -> dict[str, float]:
-    """Fine-tune the proxy's last checkpoint on (ids, targets); held-out loss and perplexity.
+                        weights: np.ndarray | None = None,
+                        choices: ChoiceSet | None = None) -> dict[str, float]:
+    """Fine-tune the proxy's last checkpoint on (ids, targets); held-out ``held_out_scores``.
 
     ``weights`` (one per example) scale each example's loss; None trains unweighted.
     """
@@ -597,8 +711,8 @@ def finetune_perplexity(proxy: LMProxy, ids: np.ndarray, targets: np.ndarray,
     model.train()
     train(model, params, loss_of_batch, len(x), batch_size=config.batch_size,
           epochs=config.epochs, seed=seed, lr=config.lr)
-    loss = token_loss(model, test_ids, test_targets, config.eval_batch_size)
-    return {**loss_scores(loss), "n_train": len(ids)}
+    return {**held_out_scores(model, test_ids, test_targets, choices, config.eval_batch_size),
+            "n_train": len(ids)}
 
 
 def cached_lm_proxy(work_dir: Path, pool: Pool, settings, progress: bool = False) -> LMProxy:
@@ -617,7 +731,8 @@ def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints:
                 dim: int | None = None, seed: int = 0, base: str | Path | None = None,
                 pretrain_docs: int = 0, train_base: bool | None = None,
                 warmup: WarmupConfig | None = None, progress: bool = False):
-    """Settings of a causal-LM proxy: on ``base`` (a local model directory), else on a base
+    """Settings of a causal-LM proxy: on ``base`` (a named base of ``curation.lm_bases`` or a
+    local model directory), else on a base
     pre-trained here on ``pretrain_docs`` 20 Newsgroups documents outside the pool and target
     (cached), else (``pretrain_docs=0``) on a random-init base. ``warmup`` replaces the default
     LM warm-up (``LM_WARMUP`` with ``checkpoints`` and ``seed``)."""
@@ -625,8 +740,10 @@ def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints:
 
     from curation.datastore import DatastoreSpec
     from curation.demo_data import pretraining_corpus
+    from curation.lm_bases import resolve_lm_base
     from curation.workflow import GradientSettings
 
+    base = resolve_lm_base(base)
     if base is None and pretrain_docs > 0:
         exclude = [*pool.ids, *(target.ids if target is not None else [])]
         base = cached_base(work_dir, pretraining_corpus(pretrain_docs, exclude), LMSpec(),
@@ -648,32 +765,46 @@ def perplexity_metrics(losses: Sequence[float]) -> dict[str, float]:
 
 class LMScorer:
     """The warmed-up LM's last checkpoint fine-tuned on each subset (``finetune_perplexity``),
-    per seed, scored by ``perplexity_metrics``; ``untrained`` scores it without fine-tuning."""
+    per seed, scored by ``perplexity_metrics`` (plus ``test_accuracy`` when the test split has
+    ``choices``); ``untrained`` scores the warmed-up proxy, ``reference`` the base model."""
 
     def __init__(self, data: EvalData, proxy: LMProxy, evaluation, lm_evaluation: LMEvalConfig
                  ) -> None:
         self.proxy, self.evaluation, self.lm_evaluation = proxy, evaluation, lm_evaluation
         self.ids, self.targets = proxy.encode(data.pool)
         self.test_ids, self.test_targets = proxy.encode(data.test)
+        self.choices = proxy.encode_choices(data.test)
 
     def score(self, rows: np.ndarray, weights: np.ndarray | None,
               seeds: Sequence[int]) -> SubsetScore:
         use = weights if self.evaluation is not None and self.evaluation.use_weights else None
-        losses = [finetune_perplexity(self.proxy, self.ids[rows], self.targets[rows],
-                                      self.test_ids, self.test_targets, self.lm_evaluation,
-                                      seed, use)["test_loss"] for seed in seeds]
+        runs = [finetune_perplexity(self.proxy, self.ids[rows], self.targets[rows],
+                                    self.test_ids, self.test_targets, self.lm_evaluation,
+                                    seed, use, self.choices) for seed in seeds]
+        losses = [run["test_loss"] for run in runs]
         metrics = perplexity_metrics(losses)
         perplexities = [loss_scores(loss)["test_perplexity"] for loss in losses]
         summary = {**metrics, "test_perplexity_mean": metrics["test_perplexity"],
                    "test_perplexity_std": float(np.std(perplexities)),
                    "test_perplexities": perplexities, "test_losses": losses, "n_train": len(rows),
                    "proxy": str(self.proxy.directory)}
+        if self.choices is not None:
+            accuracies = [run["test_accuracy"] for run in runs]
+            metrics["test_accuracy"] = float(np.mean(accuracies))
+            summary.update(test_accuracy=metrics["test_accuracy"], test_accuracies=accuracies,
+                           test_accuracy_std=float(np.std(accuracies)))
         return SubsetScore(metrics, perplexities, len(rows), summary)
 
+    def _scores(self, checkpoint: Checkpoint | None) -> dict[str, float]:
+        return held_out_scores(self.proxy.load_model(checkpoint), self.test_ids, self.test_targets,
+                           self.choices, self.lm_evaluation.eval_batch_size)
+
     def untrained(self) -> dict[str, float]:
-        model = self.proxy.load_model(self.proxy.checkpoints[-1])
-        return loss_scores(token_loss(model, self.test_ids, self.test_targets,
-                                      self.lm_evaluation.eval_batch_size))
+        return self._scores(self.proxy.checkpoints[-1])
+
+    def reference(self) -> dict[str, float]:
+        """The base model before any warm-up or fine-tuning (LoRA adapters start at zero)."""
+        return self._scores(None)
 
 
 class CausalLMKind(ProxyKind):

@@ -245,6 +245,9 @@ class ClassifierScorer:
     def untrained(self) -> None:
         return None
 
+    def reference(self) -> None:
+        return None
+
 
 class ClassifierKind(ProxyKind):
     """``linear`` / ``mlp``: a classifier head over features or sentence embeddings."""

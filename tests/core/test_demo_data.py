@@ -35,7 +35,7 @@ def test_image_scenarios_have_disjoint_splits():
 
 @pytest.mark.parametrize("values, message", [
     ({"scenario": "nope"}, "scenario 'scenario': Input should be 'targeted-text', 'general-text', "
-                           "'noisy-text', 'images' or 'digits'"),
+                           "'noisy-text', 'images', 'digits' or 'instruct'"),
     ({"scenario": "targeted-text", "domain": "xyz"}, "unknown domain"),
     ({"scenario": "digits", "pool_size": 1797}, "pool_size \\+ target_size"),
     ({"scenario": "digits", "target_size": 0}, "scenario 'target_size': Input should be greater than 0"),
