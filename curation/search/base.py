@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import faiss
 import numpy as np
 
-from curation.pursuit.atoms import AtomSource
+if TYPE_CHECKING:  # faiss (and numba, via the atoms) load only when an index is used
+    import faiss
+
+    from curation.pursuit.atoms import AtomSource
+
 
 # Rows converted to float32 and handed to faiss at a time while an index is built: 16384 x
 # 1024 float32 is 64 MiB, so building streams a store of any size.
@@ -49,6 +52,8 @@ class SearchIndex:
 
     def save(self, path: Path) -> list[Path]:
         """Write the index to ``path`` and the norms beside it; the files written."""
+        import faiss
+
         faiss.write_index(self.index, str(path))
         norms_path = norms_file(path)
         with open(norms_path, "wb") as f:
@@ -96,11 +101,13 @@ class SearchBackend(ABC):
 
     def load(self, path: Path, normalize: bool) -> SearchIndex:
         """The index saved at ``path`` by ``SearchIndex.save``."""
+        import faiss
+
         index = faiss.read_index(str(path))
         self.configure(index)
         return SearchIndex(index, np.load(norms_file(path)), normalize, self.name)
 
-    def configure(self, index: faiss.Index) -> None:
+    def configure(self, index: faiss.Index) -> None:  # noqa: B027 - an optional hook
         """Set search-time parameters (not saved with the index) on a loaded index."""
 
 

@@ -6,11 +6,16 @@ streamed Numba pass instead, which reads float16 stores in place.
 
 from __future__ import annotations
 
-import faiss
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from curation.pursuit.atoms import AtomSource
 from curation.search.base import SearchBackend
+
+if TYPE_CHECKING:  # faiss (and numba, via the atoms) load only when an index is used
+    import faiss
+
+    from curation.pursuit.atoms import AtomSource
 
 
 class ExactSearch(SearchBackend):
@@ -18,6 +23,8 @@ class ExactSearch(SearchBackend):
     exhaustive = True
 
     def make(self, src: AtomSource, train: np.ndarray, seed: int) -> faiss.Index:
+        import faiss
+
         return faiss.IndexFlatIP(src.d)
 
     def build(self, src: AtomSource, *, normalize: bool = True, seed: int = 0,

@@ -15,12 +15,16 @@ exactly, so the codes' error decides which rows are looked at, never a score.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
-from curation.pursuit.atoms import AtomSource
 from curation.search.base import SearchBackend
+
+if TYPE_CHECKING:  # faiss (and numba, via the atoms) load only when an index is used
+    import faiss
+
+    from curation.pursuit.atoms import AtomSource
 
 _REDUCED_DIM = 64
 _PROBE_FRACTION = 16  # nprobe = nlist / this
@@ -35,6 +39,8 @@ class IVFSearch(SearchBackend):
                 "kmeans_iter": _KMEANS_ITER, "codes": "pq4-fastscan"}
 
     def make(self, src: AtomSource, train: np.ndarray, seed: int) -> faiss.Index:
+        import faiss
+
         d = src.d
         # At least 39 training rows per centroid (faiss's own minimum for a stable k-means).
         nlist = max(1, min(round(math.sqrt(src.n)), len(train) // 39))
@@ -56,6 +62,8 @@ class IVFSearch(SearchBackend):
         return index
 
     def configure(self, index: faiss.Index) -> None:
+        import faiss
+
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = max(1, ivf.nlist // _PROBE_FRACTION)
 
