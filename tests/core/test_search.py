@@ -138,3 +138,19 @@ def test_gtp_search_option(tmp_path) -> None:
         make_selector("gtp", search="faiss", refresh=2).select(inputs, 8)
     with pytest.raises(CurationError, match="search"):
         make_selector("gtp", search="nope")
+
+
+def test_less_max_through_the_inverted_file_index(monkeypatch) -> None:
+    import curation.selectors.less as less
+
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((20, 2, 32))
+    target = (centers[rng.integers(20, size=800)] + 0.2 * rng.standard_normal((800, 2, 32)))
+    pool = (centers[rng.integers(20, size=600)] + 0.2 * rng.standard_normal((600, 2, 32)))
+    shards = [pool.astype(np.float16)], [target.astype(np.float16)]
+    lrs = np.array([1.0, 0.5])
+    exact = less.less_scores(*shards, lrs)
+    monkeypatch.setattr(less, "_EXACT_TARGETS", 100)
+    searched = less.less_scores(*shards, lrs)
+    assert (searched <= exact + 1e-5).all()  # re-scored exactly: never above the true max
+    assert np.mean(np.isclose(searched, exact, atol=1e-5)) >= 0.9
