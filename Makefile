@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export CURATION_HOME ?= $(CURDIR)/.curation
 
-.PHONY: install demo test test-fast lint ui ui-check materialize bench bench-quality bench-lm bench-instruct clean
+.PHONY: install demo test test-fast lint ui ui-check materialize bench bench-quality bench-lm bench-instruct bench-scale clean
 
 install: $(STAMP)
 
@@ -94,6 +94,14 @@ bench-instruct: install
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/curation benchmark --scenario instruct \
 		--target-task $(TARGET_TASK) --proxy causal-lm --lm-base smollm2-135m \
 		--budgets 0.01,0.05 --out $(QUALITY)/instruct-$(TARGET_TASK)
+
+# Pursuit at scale: float16 stores of 1M and 10M x 1024 on disk (2 GB and 20 GB, under
+# SCALE_DIR, deleted after), exact against faiss search at 1M, faiss alone at 10M.
+SCALE_DIR ?= $(CURDIR)/.curation/bench-scale
+bench-scale: install
+	mkdir -p $(SCALE_DIR)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/bench_scale.py --n 1000000 10000000 \
+		--k 600 1000 --dir $(SCALE_DIR)
 
 clean:
 	rm -rf $(VENV) .curation .dagster_home

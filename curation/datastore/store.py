@@ -81,6 +81,11 @@ class GradientStore:
 
         return [MappedRows(str(self.directory / shard["file"])) for shard in self.manifest["shards"]]
 
+    @property
+    def indexes(self) -> dict:
+        """Search indexes built on this store, by backend (``curation.datastore.index``)."""
+        return self.manifest.get("indexes", {})
+
     def mean(self) -> np.ndarray:
         """Mean trajectory over all rows, (checkpoints, dim) in float64, streamed by shard."""
         total = np.zeros((self.checkpoints, self.dim), dtype=np.float64)

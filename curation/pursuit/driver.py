@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,11 +15,18 @@ from curation.pursuit.kernels import pick, score_block
 from curation.pursuit.nnls import REJECT, add_and_refit, compact, residual
 from curation.pursuit.passes import PassResult, atom_norms, inverse_norms, pass_result, score_all
 
+if TYPE_CHECKING:
+    from curation.search import SearchIndex
+
 # Relative (to ||target||) dual tolerance for re-admitting an atom inside one NNLS refit.
 _DUAL_TOL = 1e-10
 # Atoms kept as candidates between full passes when ``refresh > 1``: re-scoring them costs
 # 2048 * d per step, a few percent of a pass at the pool sizes where skipping passes matters.
 _CANDIDATES = 2048
+# Rows an index search returns per pursuit step, re-scored exactly: reading and scoring 256
+# rows of width 1024 costs about a millisecond, and on clustered gradients the exact best row
+# was among them (benchmarks/bench_scale.py reports the residual against exact pursuit).
+_SEARCH_CANDIDATES = 256
 
 # ``full_pass(r, excluded, banned, signed, m)``: one pass scoring every atom against ``r``.
 FullPass = Callable[[np.ndarray, np.ndarray, np.ndarray, bool, int], PassResult]
@@ -42,7 +50,9 @@ class PursuitResult:
 
 def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = True,
             tol: float = 1e-6, block_rows: int = 65536, normalize: bool = True,
-            column_scale: np.ndarray | None = None, refresh: int = 1) -> PursuitResult:
+            column_scale: np.ndarray | None = None, refresh: int = 1, search: str = "exact",
+            index: SearchIndex | None = None, candidates: int = _SEARCH_CANDIDATES
+            ) -> PursuitResult:
     """Greedily pick at most ``k`` atoms whose (non-negative) combination reconstructs target.
 
     ``atoms`` is (n, d) float16/float32/float64, possibly an ``np.memmap``, or a list of such row
@@ -58,19 +68,76 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
     steps or as soon as the best candidate no longer beats the best score left out at the last
     pass. A step then picks the exact argmax unless a left-out atom's score rose past that mark
     in the meantime. Exact when n <= 2048. See the ``curation.pursuit`` docstring for the algorithm.
+
+    ``search`` names a ``curation.search`` backend. ``"exact"`` is the full pass above. Any other
+    (``"faiss"``) replaces the pass: the index returns the ``candidates`` rows with the largest
+    inner product with the residual (``index``: one built for these atoms, e.g. a datastore's
+    ``curation.datastore.index.store_index``; built here if None), those are read and re-scored
+    exactly, and the best admissible one is picked; only when none of them beats the stop
+    threshold does one exact pass decide. Approximate (a row the index ranks low is missed);
+    the refit is unchanged. ``refresh`` must then be 1.
     """
+    from curation.search import search_backend  # faiss loads only when asked for
+
     src, b, scale = validate(atoms, target, k, tol, block_rows, column_scale, refresh)
+    backend = search_backend(search)
     sq = np.ones(src.d) if scale is None else scale * scale
-    norms = atom_norms(src, sq, block_rows)
+    if backend.exhaustive:
+        index = None
+    else:
+        if refresh != 1:
+            raise ValueError(f"refresh must be 1 with search={search!r} (every step searches)")
+        check_count("candidates", candidates)
+        index = backend.build(src, normalize=True) if index is None else index
+        if (index.n, index.d) != (src.n, src.d):
+            raise ValueError(f"index shape {(index.n, index.d)} does not match atoms shape "
+                             f"{(src.n, src.d)}")
+    # The index records the rows' norms; a column scale changes them, so they are re-read.
+    norms = index.norms.astype(np.float64) if index is not None and scale is None \
+        else atom_norms(src, sq, block_rows)
     inv_norms = inverse_norms(norms, normalize)
-    scores = np.empty(src.n)
+    scores = np.empty(0)
 
     def full_pass(rs, excluded, banned, signed, m):
+        nonlocal scores
+        if len(scores) != src.n:  # allocated on the first exact pass only
+            scores = np.empty(src.n)
         return pass_result(score_all(src, rs, inv_norms, block_rows, scores), excluded, banned,
                            signed, m)
 
+    if index is not None:
+        threshold = tol * float(np.linalg.norm(b)) * (1.0 if normalize else float(norms.max()))
+        full_pass = searched_pass(src, index, sq, normalize, int(candidates), threshold,
+                                  full_pass)
     return pursue(src, inv_norms, float(norms.max()), full_pass, b, int(k), nonnegative, tol,
                   normalize, scale, refresh)
+
+
+def searched_pass(src: AtomSource, index: SearchIndex, sq: np.ndarray, normalize: bool, m: int,
+                  threshold: float, exact_pass: FullPass) -> FullPass:
+    """A ``FullPass`` that asks ``index`` for ``m`` candidates, re-scores them exactly and falls
+    back to ``exact_pass`` when no admissible candidate scores above ``threshold``."""
+
+    def full_pass(rs, excluded, banned, signed, _m):
+        queries = np.stack([rs, -rs]) if signed else rs[None]
+        _, found = index.search(queries, m)
+        cand = np.unique(found[found >= 0])
+        cand = cand[~excluded[cand]]
+        if len(cand):
+            rows = src.rows(cand).astype(np.float64)
+            norms = np.sqrt((rows * rows) @ sq)
+            dots = rows @ rs
+            cand_scores = np.zeros(len(cand))
+            positive = norms > 0
+            cand_scores[positive] = dots[positive] / norms[positive] if normalize \
+                else dots[positive]
+            jc = pick(cand_scores, np.zeros(len(cand), np.bool_), signed)
+            score = float(cand_scores[jc])
+            if (abs(score) if signed else score) > threshold:
+                return PassResult(int(cand[jc]), score)
+        return exact_pass(rs, excluded, banned, signed, 0)
+
+    return full_pass
 
 
 def pursue(src: AtomSource, inv_norms: np.ndarray, max_norm: float, full_pass: FullPass,

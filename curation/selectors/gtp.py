@@ -26,7 +26,9 @@ from pydantic import Field
 
 from curation.config import choice, config
 from curation.datastore import GradientStore
+from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS
+from curation.search import SEARCH_BACKENDS
 from curation.selectors.base import SelectionInputs, Selector, top_k
 
 _CHECKPOINT_WEIGHTING = ("uniform", "lr")
@@ -50,6 +52,9 @@ class GTPSelector(Selector):
                                      "(lazy greedy, approximate above 1).")
     scheduler: str = Field(default="", description="Dask scheduler address for the shards; "
                                                    "'' runs in this process.")
+    search: choice(SEARCH_BACKENDS) = Field(
+        default="exact", description="Each pursuit step: exact (score every atom) or faiss "
+                                     "(the store's inner-product index; approximate).")
     name = "gtp"
     needs = ("gradients", "target")
     execution_only = ("scheduler",)
@@ -66,7 +71,15 @@ class GTPSelector(Selector):
             target = target * scale
         options = {"nonnegative": self.nonnegative, "tol": self.tol, "column_scale": scale,
                    "refresh": self.refresh}
-        if self.shards > 1:
+        if self.search != "exact":
+            if self.shards > 1 or self.refresh > 1:
+                raise CurationError(f"gtp 'search': {self.search!r} searches the store's index "
+                                    "in process; set shards=1 and refresh=1")
+            from curation.datastore.index import store_index
+
+            result = pursuit(atoms, target, k, search=self.search,
+                             index=store_index(store, self.search), **options)
+        elif self.shards > 1:
             result = sharded_pursuit(atoms, target, k, shards=min(self.shards, store.n),
                                      scheduler=self.scheduler or None, **options)
         else:
