@@ -86,7 +86,7 @@ def _emit(log: Path, record: dict) -> None:
 
 
 def run_seed(seed: int, sizes: list[int], data_dir: Path, work_dir: Path, out: Path,
-             steps: int, batch_size: int, tm_iterations: int) -> None:
+             steps: int, batch_size: int, tm_iterations: int, grid_only: bool = False) -> None:
     """Every measurement of one chain seed, appended to ``records-seed<seed>.jsonl``."""
     import torch
 
@@ -125,8 +125,9 @@ def run_seed(seed: int, sizes: list[int], data_dir: Path, work_dir: Path, out: P
         return distilled
 
     # The goals first (trajectory matching and the continuation study), then the grid.
-    tm = measure("TM + soft", 1, labels="soft", method="tm")
-    continuation(seed, px, pool.labels, tx, test.labels, spec, base, tm, work_dir, log)
+    if not grid_only:
+        tm = measure("TM + soft", 1, labels="soft", method="tm")
+        continuation(seed, px, pool.labels, tx, test.labels, spec, base, tm, work_dir, log)
     for size in sizes:
         for row, options in label_rows().items():
             measure(row, size, **options)
@@ -299,6 +300,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/distill"))
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="cache for experts ($CURATION_HOME/work)")
+    parser.add_argument("--grid-only", action="store_true",
+                        help="only the label-kind grid (no trajectory matching, no continuation)")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the report from the records files")
     args = parser.parse_args()
@@ -312,7 +315,8 @@ def main() -> None:
         data_dir = Path(paths.pool).parent
         with ProcessPoolExecutor(max_workers=min(args.jobs, len(seeds))) as workers:
             for done in [workers.submit(run_seed, s, sizes, data_dir, work_dir, args.out,
-                                        args.steps, args.batch_size, args.tm_iterations)
+                                        args.steps, args.batch_size, args.tm_iterations,
+                                        args.grid_only)
                          for s in seeds]:
                 done.result()
     wall = None if args.report_only else time.perf_counter() - started
