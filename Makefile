@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export CURATION_HOME ?= $(CURDIR)/.curation
 
-.PHONY: install demo test test-fast lint ui ui-check materialize bench bench-quality bench-lm bench-instruct bench-scale clean
+.PHONY: install demo test test-fast lint ui ui-check materialize bench bench-quality bench-lm bench-instruct bench-scale bench-distill clean
 
 install: $(STAMP)
 
@@ -83,6 +83,10 @@ bench-quality: install
 	$(BIN)/python benchmarks/quality_report.py $(QUALITY)
 
 # The causal-LM path (LoRA gradients, held-out perplexity): about 15 min on 2 cores.
+# The soft-label study (ConvNet students on MNIST): benchmarks/DISTILL.md.
+bench-distill: install
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/bench_distill.py --out $(QUALITY)/distill
+
 bench-lm: install
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/curation benchmark --scenario targeted-text --proxy causal-lm \
 		--out $(QUALITY)/causal-lm

@@ -6,8 +6,8 @@ takes the top-ranked members per class of that partition's subset. A random per-
 is the partition of a ``random`` selector config (or ``curation distill`` without --selection).
 """
 
+import copy
 import json
-from typing import Literal
 
 import dagster as dg
 import numpy as np
@@ -15,39 +15,42 @@ import pandas as pd
 from pydantic import Field
 
 from assets import _metadata as md
+from assets._config import derived_config
 from assets.subset import SELECTOR_CONFIGS
-from curation.distill import DistillConfig, ExpertConfig, MatchingConfig, run_distill
+from curation.config import config_fields
+from curation.distill import DistillConfig, ExpertConfig, MatchingConfig, StudentSpec, run_distill
 from curation.lineage import config_hash
 from curation.pool import load_pool
-from curation.proxies.classifier import ProxySpec
 from resources import ArtifactStore, CatalogResource
 
+# Top-level fields keep their names; fields of the nested configs are renamed after their part
+# (``expert_epochs`` is ``ExpertConfig.epochs``, ``model`` is ``StudentSpec.kind``).
+_TOP = ("per_class", "labels", "method", "temperature", "expert_epoch", "top_k", "expert_data",
+        "seed")
+_NESTED = {"model": (StudentSpec, "kind"), "width": (StudentSpec, "width"),
+           "depth": (StudentSpec, "depth"), "expert_epochs": (ExpertConfig, "epochs"),
+           "expert_lr": (ExpertConfig, "lr"), "iterations": (MatchingConfig, "iterations")}
 
-class DistilledSetConfig(dg.Config):
-    per_class: int = Field(default=10, gt=0, description="Distilled examples per class.")
-    labels: Literal["soft", "hard"] = Field(default="soft", description="Expert soft labels or one-hot.")
-    method: Literal["real", "tm"] = Field(default="real",
-                                          description="real examples, or tm (trajectory matching).")
-    temperature: float = Field(default=4.0, gt=0, description="Soft-label temperature.")
-    expert_epoch: int | None = Field(default=None,
-                                     description="Expert epoch of the soft labels; unset: the last.")
-    expert_epochs: int = Field(default=10, gt=0, description="Epochs of the expert trajectory.")
-    expert_lr: float = Field(default=1e-3, gt=0, description="Adam learning rate of the experts.")
-    top_k: int | None = Field(default=None, description="Keep the k largest soft-label entries per row.")
-    expert_data: Literal["pool", "selection"] = Field(default="pool",
-                                                      description="Experts train on the pool or the subset.")
-    model: Literal["linear", "mlp"] = Field(default="linear", description="Expert and student model.")
-    iterations: int = Field(default=200, gt=0, description="Trajectory-matching iterations.")
-    seed: int = Field(default=0, description="Seed of the choice, the experts and matching.")
-    eval_seeds: list[int] = Field(default=[0, 1, 2], min_length=1, description="Student training seeds.")
+
+def _renamed(cls: type, name: str) -> tuple:
+    info = config_fields(cls, (name,))[name]
+    return info.annotation, copy.copy(info)
+
+
+class DistilledSetConfig(derived_config(
+        "DistilledSetFields", (DistillConfig, _TOP),
+        **{option: _renamed(cls, name) for option, (cls, name) in _NESTED.items()},
+        eval_seeds=(list[int], Field(default=[0, 1, 2], min_length=1,
+                                     description="Student training seeds.")))):
+    """The distill fields of ``DistillConfig`` (and its model, expert and matching parts)."""
 
     def core(self) -> DistillConfig:
-        return DistillConfig(
-            per_class=self.per_class, labels=self.labels, method=self.method,
-            temperature=self.temperature, expert_epoch=self.expert_epoch, top_k=self.top_k,
-            expert_data=self.expert_data, model=ProxySpec(self.model),
-            expert=ExpertConfig(epochs=self.expert_epochs, lr=self.expert_lr),
-            matching=MatchingConfig(iterations=self.iterations), seed=self.seed)
+        values = self.model_dump()
+        parts = {cls: {name: values[option] for option, (c, name) in _NESTED.items() if c is cls}
+                 for cls in (StudentSpec, ExpertConfig, MatchingConfig)}
+        return self.to_core(DistillConfig, model=StudentSpec(**parts[StudentSpec]),
+                            expert=ExpertConfig(**parts[ExpertConfig]),
+                            matching=MatchingConfig(**parts[MatchingConfig]))
 
 
 @dg.asset(partitions_def=SELECTOR_CONFIGS, kinds={"pytorch", "parquet"}, group_name="subsets",

