@@ -58,7 +58,7 @@ class GTPSelector(Selector):
                                     "unit (each checkpoint's pool gradients scaled to unit RMS "
                                     "norm).")
     target: choice(TARGETS) = Field(
-        default="mean", description="Pursuit target: mean (the mean target trajectory), "
+        default="clusters", description="Pursuit target: mean (the mean target trajectory), "
                                     "clusters (k-means cluster means, budget split by size) or "
                                     "examples (every target example, budget split evenly).")
     clusters: int = Field(default=8, ge=1, strict=True,
