@@ -1,5 +1,6 @@
 """Tests for the GTP selector: reading a gradient store in place, checkpoint weighting, scale
-options, lineage config, the cosine fill, and de-duplication on real data."""
+options, lineage config, rounds, targets, checkpoint normalisation, and de-duplication on
+real data."""
 
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def test_shards_refresh_and_scheduler_options(tmp_path) -> None:
             make_selector("gtp", **{field: value})
 
 
-def test_fill_by_cosine_when_no_atom_correlates(tmp_path) -> None:
+def test_no_cosine_fill_when_no_atom_correlates(tmp_path) -> None:
     rng = np.random.default_rng(2)
     pool = np.abs(rng.standard_normal((50, 1, 8))).astype(np.float16)
     target = -np.abs(rng.standard_normal((3, 1, 8))).astype(np.float16)
@@ -107,13 +108,79 @@ def test_fill_by_cosine_when_no_atom_correlates(tmp_path) -> None:
     inputs = SelectionInputs(np.array([f"e{i}" for i in range(50)], dtype=object),
                              lambda kind: stores["pool"], lambda kind: stores["target"])
     got = make_selector("gtp").select(inputs, 5)
-    flat = pool.reshape(50, 8).astype(np.float64)
-    mean = target.reshape(3, 8).astype(np.float64).mean(axis=0)
-    cosine = flat @ mean / np.linalg.norm(flat, axis=1) / np.linalg.norm(mean)
-    assert got.info["n_pursuit"] == 0 and got.info["relative_residual"] == 1.0
-    np.testing.assert_array_equal(got.indices, np.argsort(-cosine, kind="stable")[:5])
-    np.testing.assert_array_equal(got.weights, np.zeros(5))
-    np.testing.assert_allclose(got.scores, cosine[got.indices], rtol=1e-5)
+    assert len(got) == 0 and got.info["n_rounds"] == 0 and got.info["relative_residual"] == 1.0
+
+
+def test_rounds_spend_the_budget_past_the_first_pursuit(tmp_path) -> None:
+    """d = 8 columns: one pursuit stops at <= 8 atoms (the residual is then zero or has no
+    positive correlation left); further rounds, each over the rows not yet picked, fill k."""
+    from curation.selectors.gtp_rounds import pursue_rounds, unpicked
+
+    rng = np.random.default_rng(3)
+    pool = np.abs(rng.standard_normal((120, 2, 4))).astype(np.float16)
+    target = np.abs(rng.standard_normal((5, 2, 4))).astype(np.float16)
+    stores = {"pool": _store(tmp_path, "pool", [pool[:70], pool[70:]], [1.0, 1.0]),
+              "target": _store(tmp_path, "target", [target], [1.0, 1.0])}
+    inputs = SelectionInputs(np.array([f"e{i}" for i in range(120)], dtype=object),
+                             lambda kind: stores["pool"], lambda kind: stores["target"])
+    single = make_selector("gtp", rounds=1).select(inputs, 40)
+    assert len(single) <= 8 and single.info["n_rounds"] == 1
+    got = make_selector("gtp").select(inputs, 40)
+    rounds = got.info["rounds"]
+    assert len(got) == 40 and len(np.unique(got.indices)) == 40 and len(rounds) >= 5
+    assert sum(r["picks"] for r in rounds) == 40 and got.info["n_rounds"] == len(rounds)
+    assert all(0 <= r["relative_residual"] < 1 for r in rounds)
+    assert (got.weights > 0).all()  # every round's weights are kept
+    np.testing.assert_array_equal(got.indices[:len(single)], single.indices)
+    # round 2 is a fresh pursuit over the rows round 1 did not pick, in pool row numbers
+    taken = np.zeros(120, bool)
+    taken[single.indices] = True
+    parts, rows = unpicked(stores["pool"].atoms(), taken)
+    assert len(rows) == 120 - len(single) and sum(p.stop - p.start for p in parts) == len(rows)
+    second = pursuit(parts, target.reshape(5, 8).astype(np.float64).mean(axis=0), 40)
+    n2 = rounds[1]["picks"]
+    np.testing.assert_array_equal(got.indices[len(single):len(single) + n2],
+                                  rows[second.indices])
+    again = pursue_rounds(stores["pool"].atoms(), target.reshape(5, 8).mean(axis=0), 40,
+                          lambda parts, t, k: pursuit(parts, t, k), max_rounds=2)
+    assert len(again.rounds) == 2 and again.indices == list(got.indices[:len(again.indices)])
+
+
+def test_cluster_and_example_targets_split_the_budget(tmp_path) -> None:
+    from curation.selectors.gtp_targets import split_budget, target_trajectories
+
+    np.testing.assert_array_equal(split_budget(10, np.array([0.5, 0.3, 0.2])), [5, 3, 2])
+    np.testing.assert_array_equal(split_budget(4, np.array([1, 1, 1]) / 3), [2, 1, 1])
+    inputs, _, target_store = _inputs(tmp_path, seed=4)
+    targets, shares = target_trajectories(target_store, "clusters", 3, 0)
+    rows = _float32_copy(target_store, None).astype(np.float64)
+    assert targets.shape == (3, rows.shape[1]) and shares.sum() == pytest.approx(1.0)
+    # the share-weighted cluster means are the overall mean
+    np.testing.assert_allclose(shares @ targets, rows.mean(axis=0), rtol=1e-6, atol=1e-9)
+    examples, even = target_trajectories(target_store, "examples", 3, 0)
+    np.testing.assert_allclose(examples, rows, rtol=1e-6)
+    assert np.allclose(even, 1 / 12)
+    for kind in ("clusters", "examples"):
+        got = make_selector("gtp", target=kind, clusters=3).select(inputs, 24)
+        assert len(got) == 24 and len(np.unique(got.indices)) == 24
+        assert got.info["n_targets"] == (3 if kind == "clusters" else 12)
+    config = make_selector("gtp", target="clusters", clusters=3).config()
+    assert config["target"] == "clusters" and config["clusters"] == 3 and config["rounds"] == 0
+    assert config != make_selector("gtp").config()
+    with pytest.raises(CurationError, match="gtp 'target'"):
+        make_selector("gtp", target="median")
+
+
+def test_checkpoint_norm_scales_each_checkpoint_to_unit_rms(tmp_path) -> None:
+    from curation.selectors.gtp import checkpoint_scale
+
+    _, pool_store, _ = _inputs(tmp_path, seed=5)
+    rows = np.concatenate([s.astype(np.float64) for s in pool_store.shards()])
+    scale = checkpoint_scale(pool_store, "uniform", "unit").reshape(pool_store.checkpoints, -1)
+    scaled = rows * scale[None]
+    np.testing.assert_allclose(np.sqrt(np.square(scaled).sum(axis=2).mean(axis=0)), 1.0,
+                               rtol=1e-9)
+    assert checkpoint_scale(pool_store, "uniform", "none") is None
 
 
 def test_gtp_avoids_near_duplicates_that_less_picks_on_real_digits(tmp_path) -> None:

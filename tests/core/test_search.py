@@ -129,13 +129,15 @@ def test_gtp_search_option(tmp_path) -> None:
                                            "proxy_checkpoints": ["x"], "checkpoint_lrs": [1.0],
                                            "shards": [{"file": "t.npy"}]})
     inputs = SelectionInputs(pool.ids, lambda kind: pool, lambda kind: target_store)
-    exact = make_selector("gtp").select(inputs, 8)
-    searched = make_selector("gtp", search="faiss").select(inputs, 8)
+    exact = make_selector("gtp", target="mean").select(inputs, 8)
+    searched = make_selector("gtp", target="mean", search="faiss").select(inputs, 8)
     assert searched.info["relative_residual"] <= 1.05 * exact.info["relative_residual"] + 1e-9
     assert make_selector("gtp", search="faiss").config()["search"] == "faiss"
     assert "indexes" in json.loads((pool.directory / "manifest.json").read_text())
     with pytest.raises(CurationError, match="search"):
-        make_selector("gtp", search="faiss", refresh=2).select(inputs, 8)
+        make_selector("gtp", target="mean", search="faiss", refresh=2).select(inputs, 8)
+    with pytest.raises(CurationError, match="target='mean'"):
+        make_selector("gtp", search="faiss").select(inputs, 8)
     with pytest.raises(CurationError, match="search"):
         make_selector("gtp", search="nope")
 
