@@ -72,7 +72,7 @@ def test_reads_the_store_in_place_and_matches_its_float32_trajectories(tmp_path,
     monkeypatch.setattr(GradientStore, "shard", no_copy)
     monkeypatch.setattr(GradientStore, "atoms", lambda self: read.append(self.directory)
                         or read_atoms(self))
-    got = make_selector("gtp", checkpoint_weighting=weighting).select(inputs, 40)
+    got = make_selector("gtp", target="mean", checkpoint_weighting=weighting).select(inputs, 40)
     assert read == [pool_store.directory]  # the pool is read in place, as MappedRows
     np.testing.assert_array_equal(got.indices, expected.indices)
     np.testing.assert_allclose(got.weights, expected.weights, rtol=1e-5)
@@ -123,9 +123,9 @@ def test_rounds_spend_the_budget_past_the_first_pursuit(tmp_path) -> None:
               "target": _store(tmp_path, "target", [target], [1.0, 1.0])}
     inputs = SelectionInputs(np.array([f"e{i}" for i in range(120)], dtype=object),
                              lambda kind: stores["pool"], lambda kind: stores["target"])
-    single = make_selector("gtp", rounds=1).select(inputs, 40)
+    single = make_selector("gtp", target="mean", rounds=1).select(inputs, 40)
     assert len(single) <= 8 and single.info["n_rounds"] == 1
-    got = make_selector("gtp").select(inputs, 40)
+    got = make_selector("gtp", target="mean").select(inputs, 40)
     rounds = got.info["rounds"]
     assert len(got) == 40 and len(np.unique(got.indices)) == 40 and len(rounds) >= 5
     assert sum(r["picks"] for r in rounds) == 40 and got.info["n_rounds"] == len(rounds)
