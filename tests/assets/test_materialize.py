@@ -97,7 +97,7 @@ def test_benchmark_report_with_a_causal_lm_proxy_reports_perplexity(home):
                   if e.asset_key.to_user_string() == "benchmark_report")
     assert "| method" in report["perplexity"].value and "accuracy" not in report
     records = json.loads(Path(report["results"].value).read_text())
-    assert {r["method"] for r in records} == {"full", "warmup", "random", "gtp"}
+    assert {r["method"] for r in records} == {"base", "full", "warmup", "random", "gtp"}
     assert all(r["test_perplexity"] > 1 for r in records)
 
 

@@ -19,11 +19,11 @@ def test_causal_lm_benchmark_scores_subsets_by_held_out_perplexity(home):
                  "--dim", "64", "--pretrain-docs", "100", "--out", out, env_home=home)
     assert result.returncode == 0, result.stderr
     records = json.loads((out / "results.json").read_text())
-    assert {r["method"] for r in records} == {"full", "warmup", "random", "less", "gtp"}
+    assert {r["method"] for r in records} == {"base", "full", "warmup", "random", "less", "gtp"}
     for record in records:
         assert record["test_perplexity"] > 1 and "test_accuracy" not in record
         assert abs(record["test_loss"] - math.log(record["test_perplexity"])) < 1e-6
-    subsets = [r for r in records if r["method"] not in ("full", "warmup")]
+    subsets = [r for r in records if r["method"] not in ("base", "full", "warmup")]
     assert {r["n_selected"] for r in subsets} == {6}
     # The scenario's target is the sci domain: every subset counts its sci documents.
     assert all(0 <= r["n_target_domain"] <= 6 for r in subsets)
