@@ -214,7 +214,7 @@ class FeatureComputer:
     """Projected features of a batch of examples at every checkpoint of a proxy."""
 
     def __init__(self, proxy: TrainedProxy, spec: DatastoreSpec) -> None:
-        self.spec = spec
+        self.spec, self.proxy = spec, proxy
         self.models = [proxy.load_model(c) for c in proxy.checkpoints]
         self.names = proxy.gradient_parameters(self.models[0], spec.params)
         self.example_loss, self.to_tensors = proxy.example_loss, proxy.batch
@@ -230,6 +230,17 @@ class FeatureComputer:
                                       state[f"exp_avg_sq.{n}"].reshape(-1)) for n in self.names])
         self.betas, self.eps = proxy.betas, proxy.eps
 
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[list[torch.Tensor]]:
+        """Per checkpoint, the batch's per-example gradient blocks. A proxy with
+        ``batch_gradients`` computes them itself (a causal LM shares its frozen prefix's
+        states across checkpoints); otherwise one ``vmap(grad)`` per checkpoint."""
+        own = getattr(self.proxy, "batch_gradients", None)
+        if own is not None:
+            yield from own(self.models, self.names, x, y)
+            return
+        for model in self.models:
+            yield per_example_gradient_blocks(model, self.names, x, y, self.example_loss)
+
     def batches(self, inputs: np.ndarray, labels: np.ndarray) -> Iterator[np.ndarray]:
         """(batch, checkpoints, dim) float32 features of consecutive batches of the rows."""
         checkpoints = len(self.models)
@@ -238,9 +249,7 @@ class FeatureComputer:
                 stop = start + self.spec.batch_size
                 x, y = self.to_tensors(inputs[start:stop], labels[start:stop])
                 out = np.empty((len(x), checkpoints, self.spec.dim), dtype=np.float32)
-                for c, model in enumerate(self.models):
-                    blocks = per_example_gradient_blocks(model, self.names, x, y,
-                                                         self.example_loss)
+                for c, blocks in enumerate(self._gradients(x, y)):
                     # A proxy may compute on a GPU; features and projections are CPU work.
                     blocks = [b.cpu() for b in blocks]
                     if self.moments:

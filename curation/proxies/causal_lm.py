@@ -109,6 +109,10 @@ class LMSpec:
     lora_alpha: float = Field(default=16.0, description="LoRA scale.")
     lora_targets: tuple[str, ...] = Field(default=("q_proj", "v_proj"), min_length=1,
                                           description="Modules wrapped with LoRA adapters.")
+    lora_layers: int = Field(default=0, ge=0, description=(
+        "Adapters on the top N layers only (0: every layer). With a frozen base the layers "
+        "below are a frozen prefix, computed once per sequence and reused (curation.proxies."
+        "lm_prefix)."))
     base_path: str = Field(default="", description=(
         "A local model directory (save_pretrained + tokenizer.json); empty: a random base."))
     train_base: bool | None = Field(default=None, description=(
@@ -277,8 +281,14 @@ def build_model(spec: LMSpec, vocab_size: int, seed: int = 0) -> nn.Module:
                                                         use_safetensors=True, dtype=torch.float32)
     else:
         base = LlamaForCausalLM(base_config(spec, vocab_size))
+    layers = base.config.num_hidden_layers
+    if spec.lora_layers > layers:
+        raise CurationError(f"causal-lm 'lora_layers' is {spec.lora_layers} but the base has "
+                            f"{layers} layers")
+    top = list(range(layers - spec.lora_layers, layers)) if spec.lora_layers else None
     lora = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0,
-                      target_modules=list(spec.lora_targets), bias="none")
+                      target_modules=list(spec.lora_targets), bias="none",
+                      layers_to_transform=top, layers_pattern="layers" if top else None)
     try:
         model = get_peft_model(base, lora)
     except ValueError as exc:
@@ -286,7 +296,31 @@ def build_model(spec: LMSpec, vocab_size: int, seed: int = 0) -> nn.Module:
     if spec.trains_base:
         for param in model.parameters():
             param.requires_grad_(True)
+    attach_prefix(model, spec)
     return model
+
+
+def attach_prefix(model: nn.Module, spec: LMSpec) -> None:
+    """Give ``model`` a cached frozen prefix (``model.frozen_prefix``) when its base is a
+    frozen model directory under top-layer adapters; every loss and gradient then goes
+    through it. A random base has none: its weights are the proxy's, not a shared identity."""
+    from curation.proxies.lm_prefix import FrozenPrefix, frozen_prefix_layers
+
+    start = frozen_prefix_layers(model) if spec.base_path and spec.lora_layers else 0
+    model.frozen_prefix = FrozenPrefix(start, base_identity(spec.base_path)) if start else None
+
+
+@lru_cache(maxsize=8)
+def _identity(weights: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(weights))
+
+
+def base_identity(base_path: str) -> str:
+    """sha256 of a base directory's weights (cached per file size and mtime)."""
+    files = sorted(Path(base_path).glob("*.safetensors"))
+    if not files:
+        raise CurationError(f"{base_path}: no *.safetensors weights")
+    return ",".join(_identity(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
 def base_config(spec: LMSpec, vocab_size: int):
@@ -399,6 +433,12 @@ def lm_example_loss(output, target: torch.Tensor) -> torch.Tensor:
 
 def lm_batch_loss(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor,
                   reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy of a batch over its target tokens: ``mean``, ``sum``, or
+    ``none`` ((batch * (tokens - 1),), zero where no target). Through the model's frozen
+    prefix when it has one (the same value, computed from cached states)."""
+    prefix = getattr(model, "frozen_prefix", None)
+    if prefix is not None:
+        return prefix.batch_loss(model, ids, targets, reduction)
     logits = model(input_ids=ids).logits[:, :-1]
     return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                        targets[:, 1:].reshape(-1), ignore_index=IGNORE,
@@ -509,6 +549,20 @@ class LMProxy:
     @staticmethod
     def example_loss(output, target: torch.Tensor) -> torch.Tensor:
         return lm_example_loss(output, target)
+
+    @staticmethod
+    def batch_gradients(models: Sequence[nn.Module], names: Sequence[str], ids: torch.Tensor,
+                        targets: torch.Tensor) -> Iterator[list[torch.Tensor]]:
+        """Per checkpoint model, the per-example gradient blocks of a batch: through the
+        frozen prefix when the models have one (its states computed once for all of them)."""
+        from curation.gradients import per_example_gradient_blocks  # imports curation.proxies
+
+        prefix = getattr(models[0], "frozen_prefix", None)
+        if prefix is not None:
+            yield from prefix.gradient_blocks(models, names, ids, targets)
+            return
+        for model in models:
+            yield per_example_gradient_blocks(model, names, ids, targets, lm_example_loss)
 
     @staticmethod
     def batch(inputs: np.ndarray, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
