@@ -20,7 +20,7 @@ from curation.proxies.causal_lm import (
 )
 from curation.proxies.lm_prefix import loss_positions, sequence_lengths
 
-WORDS = "the cat sat on a mat while rain fell over green hills and old towns".split()
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "while", "rain", "fell", "over", "green", "hills", "and", "old", "towns"]
 
 
 def _texts(n: int, seed: int) -> list[str]:
