@@ -20,7 +20,8 @@ from curation.proxies.causal_lm import (
 )
 from curation.proxies.lm_prefix import loss_positions, sequence_lengths
 
-WORDS = ["the", "cat", "sat", "on", "a", "mat", "while", "rain", "fell", "over", "green", "hills", "and", "old", "towns"]
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "while", "rain", "fell", "over", "green",
+         "hills", "and", "old", "towns"]
 
 
 def _texts(n: int, seed: int) -> list[str]:
