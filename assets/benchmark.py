@@ -9,6 +9,7 @@ from curation.benchmark import BenchmarkConfig, benchmark_id, run_benchmark, wri
 from curation.config import choice, config_fields, default_of
 from curation.datastore import DatastoreSpec
 from curation.evaluate import EvalConfig
+from curation.lm_bases import LM_BASES
 from curation.pool import load_pool
 from curation.proxies import PROXY_KINDS, proxy_kind
 from curation.selectors import SELECTORS
@@ -47,7 +48,8 @@ def benchmark_report(config: BenchmarkReportConfig, artifacts: ArtifactStore, ra
     pool, target, test = load_pool(raw_pool), load_pool(target_set), load_pool(test_set)
     settings = proxy_kind(config.proxy).settings(
         artifacts.work_dir, pool, target, dim=config.dim, base=config.lm_base or None,
-        pretrain_docs=0 if config.lm_base else config.pretrain_docs, train_base=True)
+        pretrain_docs=0 if config.lm_base else config.pretrain_docs,
+        train_base=None if config.lm_base in LM_BASES else True)
     grid = BenchmarkConfig(tuple(config.methods), tuple(config.budgets), tuple(config.seeds),
                            settings, EvalConfig(seeds=(0,), use_weights=config.use_weights))
     records = run_benchmark(pool, test, target, grid, artifacts.work_dir, progress=False)

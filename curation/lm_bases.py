@@ -37,6 +37,9 @@ class NamedBase:
     install: str
     license: str
     description: str
+    # LMSpec options this base is used with: adapters on the top layers only, so the frozen
+    # layers below are a prefix computed once per sequence (curation.proxies.lm_prefix).
+    adapters: tuple[tuple[str, object], ...] = ()
 
 
 LM_BASES: dict[str, NamedBase] = {base.name: base for base in (
@@ -46,7 +49,10 @@ LM_BASES: dict[str, NamedBase] = {base.name: base for base in (
         license="Apache-2.0 (SmolLM2, Hugging Face)",
         description="SmolLM2-135M-Instruct: Llama architecture, 30 layers, hidden 576, "
                     "vocabulary 49,152, tied embeddings, a chat template; Q4_1 weights "
-                    "dequantized to float32"),
+                    "dequantized to float32",
+        # Top 4 of 30 layers, every attention projection (LESS's targets) at rank 8: on
+        # 2 CPU cores the 26-layer prefix then runs once per sequence and the rest is cheap.
+        adapters=(("lora_layers", 4), ("lora_targets", ("q_proj", "k_proj", "v_proj", "o_proj")))),
 )}
 
 GGUF_INSTALL = "pip install gguf==0.19.0"
@@ -75,6 +81,12 @@ def resolve_lm_base(base: str | Path | None, home: str | Path | None = None) -> 
         return path
     raise CurationError(f"--lm-base {str(base)!r}: unknown base name and not a directory; expected "
                         f"one of {list(LM_BASES)} or a local model directory")
+
+
+def adapter_options(base: str | Path | None) -> dict:
+    """The ``LMSpec`` adapter options of a named base (none for a directory or no base)."""
+    named = LM_BASES.get(str(base)) if base is not None else None
+    return dict(named.adapters) if named is not None else {}
 
 
 def gguf_path(base: NamedBase) -> Path:

@@ -100,7 +100,7 @@ def benchmark(
             evaluation=EvalConfig(seeds=(0,), use_weights=use_weights))
         config.check_methods()  # before any file is written
         named = lm_base is not None and str(lm_base) in LM_BASES
-        lm_base = resolve_lm_base(lm_base)  # an unknown name fails before any file is written
+        resolve_lm_base(lm_base)  # an unknown name fails before any file is written
         if scenario is not None:
             if pool or test or target:
                 raise CurationError("give either --scenario or --pool/--test/--target, not both")

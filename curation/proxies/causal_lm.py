@@ -785,8 +785,8 @@ def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints:
                 dim: int | None = None, seed: int = 0, base: str | Path | None = None,
                 pretrain_docs: int = 0, train_base: bool | None = None,
                 warmup: WarmupConfig | None = None, progress: bool = False):
-    """Settings of a causal-LM proxy: on ``base`` (a named base of ``curation.lm_bases`` or a
-    local model directory), else on a base
+    """Settings of a causal-LM proxy: on ``base`` (a named base of ``curation.lm_bases``, with
+    its adapter options, or a local model directory), else on a base
     pre-trained here on ``pretrain_docs`` 20 Newsgroups documents outside the pool and target
     (cached), else (``pretrain_docs=0``) on a random-init base. ``warmup`` replaces the default
     LM warm-up (``LM_WARMUP`` with ``checkpoints`` and ``seed``)."""
@@ -794,15 +794,16 @@ def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints:
 
     from curation.datastore import DatastoreSpec
     from curation.demo_data import pretraining_corpus
-    from curation.lm_bases import resolve_lm_base
+    from curation.lm_bases import adapter_options, resolve_lm_base
     from curation.workflow import GradientSettings
 
+    adapters = adapter_options(base)
     base = resolve_lm_base(base)
     if base is None and pretrain_docs > 0:
         exclude = [*pool.ids, *(target.ids if target is not None else [])]
         base = cached_base(work_dir, pretraining_corpus(pretrain_docs, exclude), LMSpec(),
                            progress=progress)
-    spec = LMSpec(base_path=str(base or ""), train_base=train_base)
+    spec = LMSpec(base_path=str(base or ""), train_base=train_base, **adapters)
     warmup = warmup or replace(LM_WARMUP, epochs=max(3, checkpoints), checkpoints=checkpoints,
                                seed=seed)
     datastore = DatastoreSpec(dim=default_of(DatastoreSpec, "dim") if dim is None else dim, seed=seed,

@@ -13,10 +13,12 @@ such a model at that layer:
   LM head only at positions whose next token carries loss: on a 49k-token vocabulary the LM head
   costs about seven decoder layers per position, and instruction responses are a few tokens.
 
-Per-example gradients (``head_gradient_blocks``) are ``torch.func.vmap`` over ``grad`` of one
-example's head loss, as in ``curation.gradients``; the prefix states of a batch are computed
-once and shared by every checkpoint. The split is exact: the head computes what the full model
-computes (``tests/core/test_lm_prefix.py`` checks losses and gradients against the full model).
+Per-example gradients of linear layers (LoRA's A and B) come from one batched backward through
+the head, each example's weight gradient an ``einsum`` of its layer inputs and output gradients
+(``linear_gradient_blocks``); any other recorded parameter falls back to ``torch.func.vmap``
+over ``grad`` (``head_gradient_blocks``), as in ``curation.gradients``. The prefix states of a
+batch are computed once and shared by every checkpoint. The split is exact: the head computes
+what the full model computes (``tests/core/test_lm_prefix.py`` checks losses and gradients).
 
 Why written here: ``transformers`` has no public "resume the forward at layer L" entry point,
 so the head calls the decoder layers itself with the same causal mask and rotary embeddings
@@ -94,9 +96,13 @@ class LMHead(nn.Module):
         self.layers = nn.ModuleList(list(lm.model.layers)[start:])
         self.norm, self.lm_head, self.rotary_emb = lm.model.norm, lm.lm_head, lm.model.rotary_emb
 
+    def final(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The normalized last hidden states (batch, tokens, width) of prefix states."""
+        return self.norm(run_layers(self, self.layers, hidden))
+
     def forward(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits (batch, len(positions[b]), vocab) at ``positions`` (batch, R) only."""
-        hidden = self.norm(run_layers(self, self.layers, hidden))
+        hidden = self.final(hidden)
         picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         return self.lm_head(picked)
 
@@ -122,6 +128,15 @@ def loss_positions(targets: torch.Tensor, length: int) -> tuple[torch.Tensor, to
     positions[rows, slot] = cols
     labels[rows, slot] = targets[rows, cols + 1]
     return positions, labels
+
+
+def flat_targets(targets: torch.Tensor, length: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, positions, labels), each (M,): every position of the batch whose next token has
+    a target, and that token; no padding, so the LM head runs exactly M times."""
+    valid = targets[:, 1:length] != IGNORE
+    rows, positions = valid.nonzero(as_tuple=True)
+    return rows, positions, targets[rows, positions + 1]
 
 
 class PrefixCache:
@@ -205,22 +220,18 @@ class FrozenPrefix:
                    reduction: str = "mean") -> torch.Tensor:
         """``lm_batch_loss`` through the cached prefix: the same value, with logits only where a
         next token has a target. ``none`` gives (batch * (tokens - 1),) like the full model."""
-        lengths = sequence_lengths(targets)
-        hidden = self.states(model, ids, lengths)
-        positions, labels = loss_positions(targets, hidden.shape[1])
-        logits = LMHead(model, self.start)(hidden, positions)
-        losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                             labels.reshape(-1), ignore_index=IGNORE,
-                                             reduction="none" if reduction == "none" else "sum")
+        hidden = self.states(model, ids, sequence_lengths(targets))
+        head = LMHead(model, self.start)
+        rows, positions, labels = flat_targets(targets, hidden.shape[1])
+        logits = head.lm_head(head.final(hidden)[rows, positions])
+        losses = nn.functional.cross_entropy(logits, labels, reduction="none")
         if reduction == "sum":
-            return losses
+            return losses.sum()
         if reduction == "mean":
-            return losses / (labels != IGNORE).sum().clamp_min(1)
+            return losses.sum() / max(len(losses), 1)
         per_token = torch.zeros(len(ids), ids.shape[1] - 1, device=ids.device,
                                 dtype=losses.dtype)
-        keep = labels != IGNORE
-        rows = torch.arange(len(ids), device=ids.device).unsqueeze(1).expand_as(labels)
-        per_token[rows[keep], positions[keep]] = losses.reshape(labels.shape)[keep]
+        per_token[rows, positions] = losses
         return per_token.reshape(-1)
 
     def gradient_blocks(self, models: Sequence[nn.Module], names: Sequence[str],
@@ -230,12 +241,15 @@ class FrozenPrefix:
         one (batch, numel) block per parameter in ``names`` order, as
         ``curation.gradients.per_example_gradient_blocks`` gives them. The prefix states are
         computed (or read from the cache) once for all models."""
-        lengths = sequence_lengths(targets)
-        hidden = self.states(models[0], ids, lengths)
-        positions, labels = loss_positions(targets, hidden.shape[1])
+        hidden = self.states(models[0], ids, sequence_lengths(targets))
         for model in models:
-            yield head_gradient_blocks(LMHead(model, self.start), model, names, hidden,
-                                       positions, labels)
+            head = LMHead(model, self.start)
+            linears = recorded_linears(head, model, names)
+            if linears is not None:
+                yield linear_gradient_blocks(head, linears, hidden, targets)
+            else:
+                positions, labels = loss_positions(targets, hidden.shape[1])
+                yield head_gradient_blocks(head, model, names, hidden, positions, labels)
 
 
 def head_gradient_blocks(head: LMHead, model: nn.Module, names: Sequence[str],
@@ -259,3 +273,62 @@ def head_gradient_blocks(head: LMHead, model: nn.Module, names: Sequence[str],
 
     grads = vmap(grad(loss), in_dims=(None, 0, 0, 0))(recorded, hidden, positions, labels)
     return [grads[local[id(full[n])]].reshape(len(hidden), -1) for n in names]
+
+
+def recorded_linears(head: LMHead, model: nn.Module, names: Sequence[str]
+                     ) -> list[tuple[nn.Linear, str]] | None:
+    """(module, "weight" or "bias") of each name, in order, when every recorded parameter is
+    a weight or bias of an ``nn.Linear`` in the head (LoRA's A and B are); else None."""
+    owner = {}
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            owner[id(module.weight)] = (module, "weight")
+            if module.bias is not None:
+                owner[id(module.bias)] = (module, "bias")
+    full = dict(model.named_parameters())
+    found = [owner.get(id(full[n])) for n in names]
+    return None if any(f is None for f in found) else found
+
+
+def linear_gradient_blocks(head: LMHead, linears: list[tuple[nn.Linear, str]],
+                           hidden: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
+    """Per-example gradients of each example's mean next-token loss with respect to linear
+    layers' weights (biases), one (batch, numel) block each, from ONE batched backward.
+
+    Why not ``vmap(grad)`` here: it needs the same number of loss positions in every example,
+    so the LM head runs at the longest response's length for all of them (measured: 7.0 s
+    against 1.6 s for the forward of 32 instruction rows). Examples do not interact (causal
+    attention within a row, per-token norms), so the batch gradient at a linear layer's output
+    is each example's own gradient there, and that example's weight gradient is the sum over
+    its tokens of output gradient times input (``einsum``).
+    """
+    modules = list({id(m): m for m, _ in linears}.values())
+    inputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}
+
+    def keep(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        inputs[id(module)], outputs[id(module)] = args[0], output
+
+    hooks = [m.register_forward_hook(keep) for m in modules]
+    try:
+        with torch.enable_grad():
+            rows, positions, labels = flat_targets(targets, hidden.shape[1])
+            logits = head.lm_head(head.final(hidden)[rows, positions])
+            losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+            # Each example's loss is its mean over its own target tokens.
+            counts = torch.bincount(rows, minlength=len(hidden)).clamp_min(1)
+            total = (losses / counts[rows]).sum()
+            grads = torch.autograd.grad(total, [outputs[id(m)] for m in modules])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    output_grads = {id(m): g for m, g in zip(modules, grads, strict=True)}
+    blocks = []
+    for module, which in linears:
+        dy = output_grads[id(module)]
+        if which == "bias":
+            blocks.append(dy.sum(1))
+        else:
+            blocks.append(torch.einsum("bto,bti->boi", dy, inputs[id(module)]).reshape(
+                len(hidden), -1))
+    return blocks

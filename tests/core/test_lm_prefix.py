@@ -136,3 +136,15 @@ def test_loss_positions_pick_every_target_token_and_pad_the_rest():
     assert positions.tolist() == [[1, 2], [0, 0]]
     assert labels.tolist() == [[7, 8], [5, IGNORE]]
     assert sequence_lengths(targets).tolist() == [4, 2]
+
+
+def test_a_recorded_norm_weight_takes_the_vmap_path_with_the_same_gradients(tiny_base):
+    model = _model(tiny_base)
+    ids, targets = _batch(tiny_base)
+    names = [n for n in adapter_names(model) if ".layers.3." in n]
+    names.append(next(n for n, _ in model.named_parameters() if n.endswith("model.norm.weight")))
+    (blocks,) = LMProxy.batch_gradients([model], names, ids, targets)
+    model.frozen_prefix = None
+    full = per_example_gradient_blocks(model, names, ids, targets, lm_example_loss)
+    for got, want in zip(blocks, full, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
