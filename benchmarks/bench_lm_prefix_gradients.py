@@ -8,21 +8,25 @@ adapters it is used with here (``curation.lm_bases``: rank 8 on q/k/v/o of the t
 Examples: real instruction rows of the instruct scenario's pool, through the chat template,
 ``--max-length`` tokens.
 
-- ours: ``LMProxy.batch_gradients`` as the datastore computes features: the frozen 26-layer
-  prefix once per example for all checkpoints, then ``vmap(grad)`` over the top layers with
-  logits only at response positions (``curation.proxies.lm_prefix``), batches of 32; the prefix
+- ours: ``LMProxy.batch_gradients`` as the datastore computes features: the frozen prefix once
+  per example for all checkpoints, then per checkpoint one batched backward through the top
+  layers with logits only at response positions and per-example adapter gradients by
+  ``einsum`` (``curation.proxies.lm_prefix``), batches of 32; the prefix
   cache is emptied before each timed run, so nothing is carried between runs;
 - LESS loop: per checkpoint, per example, one full forward and ``backward()``, the adapter
   ``.grad`` read out (how LESS computes its training-gradient features).
 
 Prints examples/s of each (a feature = one example's gradients at every checkpoint), the ratio,
-the largest relative difference between the two, and the peak resident memory of ours at two
-batch sizes (it grows with the batch, not with the number of examples).
+the largest relative difference between the two, and the peak resident memory of ours in fresh
+child processes (one checkpoint, the prefix cache off) at batch 8 and 32 and at 2x the
+examples: it grows with the batch, not with the number of examples.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -87,8 +91,31 @@ def less_loop(models, names, ids, targets) -> list[torch.Tensor]:
     return out
 
 
+def memory_probe(examples: int, batch: int, max_length: int) -> float:
+    """Peak RSS (MiB) of a child process computing ours over ``examples`` rows."""
+    env = {**os.environ, "CURATION_PREFIX_CACHE_MB": "0"}
+    out = subprocess.run([sys.executable, __file__, "--probe", str(batch), "--examples",
+                          str(examples), "--max-length", str(max_length)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def inputs(examples: int, max_length: int, checkpoints: int):
+    base = "smollm2-135m"
+    spec = LMSpec(base_path=str(resolve_lm_base(base)), max_length=max_length,
+                  **adapter_options(base))
+    tables = build_scenario(ScenarioConfig("instruct", pool_size=examples, test_size=1,
+                                           target_size=1))
+    models = checkpoint_models(spec, checkpoints)
+    pool = validate_table(tables.pool, source="pool", require_label=False)
+    ids, targets = (torch.from_numpy(a)
+                    for a in LMProxy(spec, Path(spec.base_path), 0).encode(pool))
+    return spec, models, adapter_names(models[0]), ids, targets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--probe", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--checkpoints", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=128)
@@ -97,16 +124,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    base = "smollm2-135m"
-    spec = LMSpec(base_path=str(resolve_lm_base(base)), max_length=args.max_length,
-                  **adapter_options(base))
-    tables = build_scenario(ScenarioConfig("instruct", pool_size=args.examples, test_size=1,
-                                           target_size=1))
-    models = checkpoint_models(spec, args.checkpoints)
-    proxy = LMProxy(spec, Path(spec.base_path), 0)
-    pool = validate_table(tables.pool, source="pool", require_label=False)
-    ids, targets = (torch.from_numpy(a) for a in proxy.encode(pool))
-    names = adapter_names(models[0])
+    if args.probe:
+        spec, models, names, ids, targets = inputs(args.examples, args.max_length, 1)
+        reset_peak_rss()
+        ours(models, names, ids, targets, args.probe)
+        print(peak_rss_mib())
+        return
+    spec, models, names, ids, targets = inputs(args.examples, args.max_length, args.checkpoints)
 
     start = time.perf_counter()
     mine = ours(models, names, ids, targets)
@@ -116,23 +140,19 @@ def main() -> None:
     loop_s = time.perf_counter() - start
     relative = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(mine, loop,
                                                                               strict=True))
-    memory = {}
-    for batch in (8, 32):
-        reset_peak_rss()
-        before = peak_rss_mib()
-        ours(models, names, ids[:batch], targets[:batch], batch)
-        memory[batch] = peak_rss_mib() - before
+    memory = {(n, b): memory_probe(n, b, args.max_length)
+              for n, b in ((16, 8), (32, 8), (32, 32))}
     tokens = float(lm_prefix.sequence_lengths(targets).mean())
     print(f"smollm2-135m, {args.examples} instruction examples (<= {args.max_length} tokens, "
           f"{tokens:.0f} real on average), {args.checkpoints} checkpoints, "
           f"{mine[0].shape[1]:,} adapter parameters (top {spec.lora_layers} of 30 layers), "
           f"{torch.get_num_threads()} thread(s)")
-    print(f"ours (cached prefix, vmap) {args.examples / ours_s:8.2f} examples/s ({ours_s:.1f} s)")
+    print(f"ours (cached prefix)       {args.examples / ours_s:8.2f} examples/s ({ours_s:.1f} s)")
     print(f"LESS loop                  {args.examples / loop_s:8.2f} examples/s ({loop_s:.1f} s)")
     print(f"speed-up over the LESS loop: {loop_s / ours_s:.2f}x; max |ours - loop| / max |loop| "
-          f"= {relative:.2e}")
-    print("peak RSS growth of ours: " + ", ".join(f"batch {b}: {m:.0f} MiB"
-                                                  for b, m in memory.items()))
+          f"= {relative:.3g}")
+    print("peak RSS of ours (1 checkpoint, cache off): " + ", ".join(
+        f"{n} examples / batch {b}: {m:.0f} MiB" for (n, b), m in memory.items()))
 
 
 if __name__ == "__main__":

@@ -50,9 +50,10 @@ LM_BASES: dict[str, NamedBase] = {base.name: base for base in (
         description="SmolLM2-135M-Instruct: Llama architecture, 30 layers, hidden 576, "
                     "vocabulary 49,152, tied embeddings, a chat template; Q4_1 weights "
                     "dequantized to float32",
-        # Top 4 of 30 layers, every attention projection (LESS's targets) at rank 8: on
-        # 2 CPU cores the 26-layer prefix then runs once per sequence and the rest is cheap.
-        adapters=(("lora_layers", 4), ("lora_targets", ("q_proj", "k_proj", "v_proj", "o_proj")))),
+        # The top 2 of 30 layers, every attention projection (LESS's targets) at rank 8: the
+        # 28-layer prefix runs once per sequence; with 4 adapted layers their forward and
+        # backward at every checkpoint cost as much as the prefix (benchmarks/LM_GRADIENTS.md).
+        adapters=(("lora_layers", 2), ("lora_targets", ("q_proj", "k_proj", "v_proj", "o_proj")))),
 )}
 
 GGUF_INSTALL = "pip install gguf==0.19.0"
