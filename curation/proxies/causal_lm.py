@@ -595,6 +595,9 @@ def load_lm_proxy(directory: str | Path) -> LMProxy:
 
 # A transformer needs a smaller step and more data than a linear head to learn anything.
 LM_WARMUP = WarmupConfig(fraction=0.25, lr=2e-3, batch_size=8)
+# On a frozen pre-trained base only adapters warm up, as in LESS: 5% of the pool; the warm-up
+# only shapes the gradient features, subsets fine-tune from the base (LMEvalConfig.start).
+LM_BASE_WARMUP = WarmupConfig(fraction=0.05, lr=1e-3, batch_size=8)
 
 
 def warmup_lm(pool: Pool, out_dir: str | Path, spec: LMSpec = DEFAULT_LM,
@@ -670,6 +673,15 @@ class LMEvalConfig:
     lr: float = Field(default=1e-3, gt=0, description="Adam learning rate.")
     batch_size: int = Field(default=8, gt=0, description="Examples per step.")
     eval_batch_size: int = Field(default=32, gt=0, description="Examples per held-out batch.")
+    start: choice(("auto", "warmup", "base")) = Field(default="auto", description=(
+        "What each subset fine-tunes from: the warm-up's last checkpoint, or the base with "
+        "fresh adapters (as LESS trains its final models) [auto: base on a frozen pre-trained "
+        "base, else warmup]."))
+
+    def starts_from_base(self, spec: LMSpec) -> bool:
+        if self.start == "auto":
+            return bool(spec.base_path) and not spec.trains_base
+        return self.start == "base"
 
 
 DEFAULT_LM_EVAL = LMEvalConfig()
@@ -739,14 +751,16 @@ def finetune_perplexity(proxy: LMProxy, ids: np.ndarray, targets: np.ndarray,
                         config: LMEvalConfig = DEFAULT_LM_EVAL, seed: int = 0,
                         weights: np.ndarray | None = None,
                         choices: ChoiceSet | None = None) -> dict[str, float]:
-    """Fine-tune the proxy's last checkpoint on (ids, targets); held-out ``held_out_scores``.
+    """Fine-tune the proxy's last checkpoint (or its base, ``config.start``) on (ids,
+    targets); held-out ``held_out_scores``.
 
     ``weights`` (one per example) scale each example's loss; None trains unweighted.
     """
     if len(ids) == 0:
         raise CurationError("cannot fine-tune on an empty subset")
     init_seed(seed)
-    model = proxy.load_model(proxy.checkpoints[-1])
+    model = proxy.load_model(None if config.starts_from_base(proxy.spec)
+                             else proxy.checkpoints[-1])
     params = [p for p in model.parameters() if p.requires_grad]
     device = next(model.parameters()).device
     x, y = torch.from_numpy(ids).to(device), torch.from_numpy(targets).to(device)
@@ -804,8 +818,9 @@ def lm_settings(work_dir: Path, pool: Pool, target: Pool | None, *, checkpoints:
         base = cached_base(work_dir, pretraining_corpus(pretrain_docs, exclude), LMSpec(),
                            progress=progress)
     spec = LMSpec(base_path=str(base or ""), train_base=train_base, **adapters)
-    warmup = warmup or replace(LM_WARMUP, epochs=max(3, checkpoints), checkpoints=checkpoints,
-                               seed=seed)
+    frozen_base = bool(base) and not spec.trains_base
+    warmup = warmup or replace(LM_BASE_WARMUP if frozen_base else LM_WARMUP,
+                               epochs=max(3, checkpoints), checkpoints=checkpoints, seed=seed)
     datastore = DatastoreSpec(dim=default_of(DatastoreSpec, "dim") if dim is None else dim, seed=seed,
                               batch_size=LM_GRADIENT_BATCH)
     return GradientSettings(spec, warmup, datastore)
