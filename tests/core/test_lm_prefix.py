@@ -148,3 +148,35 @@ def test_a_recorded_norm_weight_takes_the_vmap_path_with_the_same_gradients(tiny
     full = per_example_gradient_blocks(model, names, ids, targets, lm_example_loss)
     for got, want in zip(blocks, full, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_subsets_fine_tune_from_the_base_on_a_frozen_pretrained_base(tiny_base, tmp_path):
+    import pyarrow as pa
+
+    from curation.pool import validate_table
+    from curation.proxies.causal_lm import (
+        LMEvalConfig,
+        finetune_perplexity,
+        held_out_scores,
+        warmup_lm,
+    )
+    from curation.proxies.classifier import WarmupConfig
+
+    spec = LMSpec(base_path=tiny_base, lora_layers=2, max_length=20)
+    assert LMEvalConfig().starts_from_base(spec)
+    assert not LMEvalConfig().starts_from_base(LMSpec())  # a random base trains from warm-up
+    assert not LMEvalConfig(start="warmup").starts_from_base(spec)
+    table = pa.table({"id": [f"r{i}" for i in range(16)], "prompt": _texts(16, 5),
+                      "response": _texts(16, 6)})
+    pool = validate_table(table, source="pool", require_label=False)
+    proxy = warmup_lm(pool, tmp_path / "proxy", spec,
+                      WarmupConfig(fraction=1.0, epochs=2, checkpoints=1, lr=0.05, batch_size=4))
+    ids, targets = proxy.encode(pool)
+    start = {"base": proxy.load_model(None), "warmup": proxy.load_model(proxy.checkpoints[-1])}
+    losses = {k: held_out_scores(m, ids, targets, None)["test_loss"] for k, m in start.items()}
+    assert abs(losses["base"] - losses["warmup"]) > 1e-3  # the warm-up moved the adapters
+    for kind, loss in losses.items():  # a vanishing learning rate: the starting point's loss
+        run = finetune_perplexity(proxy, ids[:4], targets[:4], ids, targets,
+                                  LMEvalConfig(lr=1e-12, epochs=1, start=kind))
+        assert run["test_loss"] == pytest.approx(loss, rel=1e-5)
