@@ -77,7 +77,7 @@ SOFT_EPOCHS = (1, 5)  # expert epochs of the soft labels (5: the last; 0 is the 
 # Trajectory matching for the students that evaluate it: their Adam steps (syn_steps is set to
 # --steps) from an expert's initialization, where fresh students start, to its epoch 2.
 MATCHING = MatchingConfig(iterations=60, syn_steps=100, expert_epochs=2, max_start_epoch=0,
-                          optimizer="adam")
+                          lr_inputs=0.03, optimizer="adam")
 FRESH_STUDENTS = (100, 200, 300)  # student seed offsets no expert initialization shares
 TM_RECORDS = ("fresh", "continuation")  # what --tm-only re-measures, with the TM + soft row
 PARTLY_TRAINED_STEPS = 30  # Adam steps on the pool before continuing on a small set
