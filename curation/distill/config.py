@@ -12,6 +12,8 @@ from curation.proxies.classifier import WarmupConfig
 # non-top entries permuted (same top class and smoothing, the class-similarity structure gone).
 LABEL_KINDS = ("soft", "hard", "shuffled")
 METHODS = ("real", "tm")
+# sgd: plain gradient steps at a learned step size; adam: the convnet students' own optimizer.
+INNER_OPTIMIZERS = ("sgd", "adam")
 EXPERT_DATA = ("pool", "selection")
 
 
@@ -40,7 +42,13 @@ class ExpertConfig:
 @config("matching")
 class MatchingConfig:
     """Trajectory matching: ``syn_steps`` unrolled student steps should cover ``expert_epochs``
-    expert epochs, starting from an epoch drawn from ``0..max_start_epoch``."""
+    expert epochs, starting from an epoch drawn from ``0..max_start_epoch``.
+
+    ``optimizer="adam"`` unrolls the steps convnet students take when they are evaluated (Adam
+    at ``StudentTraining``'s lr and weight decay, from zero moments), so the set is learned for
+    the training that uses it; set ``syn_steps`` to the students' steps and start at epoch 0
+    (``max_start_epoch=0``), where fresh students start.
+    """
 
     iterations: int = Field(default=200, ge=1, description="Trajectory-matching iterations.")
     syn_steps: int = Field(default=40, ge=1, description="Unrolled student steps per iteration.")
@@ -50,7 +58,11 @@ class MatchingConfig:
     lr_labels: float = Field(default=1e-2, gt=0, description="Learning rate of the soft labels.")
     lr_lr: float = Field(default=1e-2, gt=0, description="Learning rate of the student step size.")
     learn_labels: bool = Field(default=True, description="Learn the soft labels too.")
-    learn_lr: bool = Field(default=True, description="Learn the student step size too.")
+    learn_lr: bool = Field(default=True, description=(
+        "Learn the student step size too (sgd only: adam steps keep the students' lr)."))
+    optimizer: choice(INNER_OPTIMIZERS) = Field(default="sgd", description=(
+        "Unrolled student steps: sgd (plain gradient steps, learned step size) or adam (the "
+        "convnet students' Adam: their lr and weight decay, zero initial moments)."))
     batch_size: int | None = Field(
         default=None, ge=1, description="Synthetic rows per unrolled step (None: all of them).")
 

@@ -81,7 +81,7 @@ def distill(inputs: np.ndarray, labels: np.ndarray, ids: np.ndarray, n_classes: 
         result = match_trajectories(
             chosen_x, targets, [trajectory(e) for e in experts], config.model, config.matching,
             learn_labels=config.labels != "hard" and config.matching.learn_labels,
-            seed=config.seed, progress=progress)
+            seed=config.seed, progress=progress, training=config.student)
         chosen_x, targets = result.inputs, result.soft_labels
         new_ids = np.array([f"tm-{config_hash(info)[:8]}-{i:05d}" for i in range(len(rows))],
                            dtype=object)

@@ -178,6 +178,38 @@ def test_matching_loss_is_zero_when_the_student_already_lands_on_the_target(tmp_
     assert float(matching_loss(model, traj[0], traj[2], inputs, q, zero_lr, 3)) == pytest.approx(1.0)
 
 
+def test_adam_matching_steps_land_where_torch_adam_does():
+    # The unrolled adam student must be the students' trainer, or the learned set is tuned for
+    # another optimizer than the one that evaluates it.
+    x, y = _blobs(12, 0)
+    spec = StudentSpec(kind="convnet", width=4, depth=1, shape=(1, 2, 3))
+    model = spec.build(6, 3, seed=0)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    inputs, q = torch.from_numpy(x), torch.eye(3)[torch.from_numpy(y)] * 0.7 + 0.1
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05, weight_decay=0.01)
+    for _ in range(4):
+        optimizer.zero_grad()
+        soft_cross_entropy(model(inputs), q).mean().backward()
+        optimizer.step()
+    landed = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    lr = torch.tensor(0.05)
+    assert float(matching_loss(model, start, landed, inputs, q, lr, 4,
+                               adam_weight_decay=0.01)) < 1e-8
+    assert float(matching_loss(model, start, landed, inputs, q, lr, 4)) > 1e-2  # sgd differs
+
+
+def test_adam_matching_keeps_the_students_lr_and_lowers_the_loss(tmp_path):
+    x, y, spec, traj = _tiny_trajectory(tmp_path)
+    rows = choose_rows(y, 2, seed=0)
+    q = np.eye(3, dtype=np.float32)[y[rows]] * 0.8 + 0.2 / 3
+    config = MatchingConfig(iterations=40, syn_steps=10, expert_epochs=2, max_start_epoch=0,
+                            lr_inputs=0.03, optimizer="adam")
+    result = match_trajectories(x[rows], q, [traj], spec, config, learn_labels=True, seed=1,
+                                training=StudentTraining(lr=1e-2))
+    assert result.lr == pytest.approx(1e-2) and result.initial_lr == 1e-2
+    assert np.mean(result.losses[-10:]) < 0.5 * np.mean(result.losses[:10])
+
+
 def test_trajectory_matching_loss_decreases_and_is_reproducible(tmp_path):
     x, y, spec, traj = _tiny_trajectory(tmp_path)
     rows = choose_rows(y, 2, seed=0)
