@@ -75,6 +75,11 @@ class GTPSelector(Selector):
     rounds: int = Field(default=0, ge=0, strict=True,
                         description="Most pursuit rounds per target, each over the examples not "
                                     "yet picked (0: as many as the budget needs).")
+    round_size: int = Field(default=0, ge=0, strict=True,
+                            description="Most picks per pursuit round (0: no cap).")
+    max_cosine: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False,
+                              description="Near-duplicate guard: a row whose trajectory cosine "
+                                          "to a pick exceeds this is not picked (1: off).")
     nonnegative: bool = Field(default=True, description="Non-negative weights in the pursuit refit.")
     tol: float = Field(default=1e-6, ge=0, allow_inf_nan=False,
                        description="Stop when the residual (or the best correlation) is at most "
@@ -125,7 +130,8 @@ class GTPSelector(Selector):
         for target, share, budget in zip(targets, shares, split_budget(k, shares), strict=True):
             before = len(result.indices)
             if budget + carry > 0:
-                pursue_rounds(atoms, target, int(budget + carry), run, self.rounds, taken, result)
+                pursue_rounds(atoms, target, int(budget + carry), run, self.rounds, taken, result,
+                              self.round_size, self.max_cosine, scale)
             got = len(result.indices) - before
             # weights of a per-cluster pursuit reconstruct its cluster mean: scaled by the
             # cluster's share they sum to a reconstruction of the overall mean
