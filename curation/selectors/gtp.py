@@ -47,7 +47,12 @@ from curation.gradients import FEATURE_KINDS
 from curation.search import SEARCH_BACKENDS
 from curation.selectors.base import SelectionInputs, Selector
 from curation.selectors.gtp_rounds import RoundsResult, pursue_rounds
-from curation.selectors.gtp_targets import TARGETS, split_budget, target_trajectories
+from curation.selectors.gtp_targets import (
+    TARGETS,
+    split_budget,
+    target_classes,
+    target_trajectories,
+)
 
 _CHECKPOINT_WEIGHTING = ("uniform", "lr")
 _CHECKPOINT_NORM = ("none", "unit")
@@ -65,8 +70,10 @@ class GTPSelector(Selector):
                                     "norm).")
     target: choice(TARGETS) = Field(
         default="clusters", description="Pursuit target: mean (the mean target trajectory), "
-                                    "clusters (k-means cluster means, budget split by size) or "
-                                    "examples (every target example, budget split evenly).")
+                                    "clusters (k-means cluster means, budget split by size), "
+                                    "classes (each target class's mean, budget split by the "
+                                    "target's label mix, picks of that class only) or examples "
+                                    "(every target example, budget split evenly).")
     clusters: int = Field(default=8, ge=1, strict=True,
                           description="Number of k-means clusters of target trajectories "
                                       "(target=clusters).")
@@ -106,8 +113,17 @@ class GTPSelector(Selector):
         store = inputs.pool_store(self.feature_kind)
         scale = checkpoint_scale(store, self.checkpoint_weighting, self.checkpoint_norm)
         atoms = store.atoms()
-        targets, shares = target_trajectories(inputs.target_store("sgd"), self.target,
-                                              self.clusters, self.cluster_seed, scale)
+        target_store = inputs.target_store("sgd")
+        pool_labels = target_labels = None
+        if self.target == "classes":
+            pool_labels, target_labels = inputs.labels()
+            if len(target_labels) != target_store.n or len(pool_labels) != store.n:
+                raise CurationError("gtp target='classes': the labels do not match the "
+                                    "gradient stores' rows")
+        targets, shares = target_trajectories(target_store, self.target, self.clusters,
+                                              self.cluster_seed, scale, target_labels)
+        classes = (target_classes(target_labels) if target_labels is not None
+                   else [None] * len(targets))
         options = {"nonnegative": self.nonnegative, "tol": self.tol, "column_scale": scale,
                    "refresh": self.refresh}
 
@@ -127,11 +143,16 @@ class GTPSelector(Selector):
 
         taken = np.zeros(store.n, bool)
         result, carry = RoundsResult(), 0
-        for target, share, budget in zip(targets, shares, split_budget(k, shares), strict=True):
+        for target, share, budget, label in zip(targets, shares, split_budget(k, shares),
+                                                classes, strict=True):
             before = len(result.indices)
+            # a class's pursuit picks only pool rows of that class (GradMatch's per-class rule)
+            off = taken if label is None else taken | (pool_labels != label)
             if budget + carry > 0:
-                pursue_rounds(atoms, target, int(budget + carry), run, self.rounds, taken, result,
+                pursue_rounds(atoms, target, int(budget + carry), run, self.rounds, off, result,
                               self.round_size, self.max_cosine, scale)
+            if label is not None:
+                taken |= off & (pool_labels == label)
             got = len(result.indices) - before
             # weights of a per-cluster pursuit reconstruct its cluster mean: scaled by the
             # cluster's share they sum to a reconstruction of the overall mean
