@@ -238,3 +238,18 @@ def test_near_duplicate_guard_skips_copies_of_picks(tmp_path) -> None:
     guarded = make_selector("gtp", target="mean", max_cosine=0.95).select(inputs, 25)
     assert len(guarded) == 25 and len(np.unique(guarded.indices // 3)) == 25
     assert make_selector("gtp", max_cosine=0.95).config()["max_cosine"] == 0.95
+
+
+def test_class_targets_split_the_budget_by_the_target_label_mix(tmp_path) -> None:
+    _, pool_store, target_store = _inputs(tmp_path, seed=7)
+    pool_labels = np.arange(700) % 3
+    target_labels = np.array([0] * 6 + [1] * 4 + [2] * 2)
+    ids = np.array([f"e{i}" for i in range(700)], dtype=object)
+    inputs = SelectionInputs(ids, lambda kind: pool_store, lambda kind: target_store,
+                             split_labels=lambda: (pool_labels, target_labels))
+    got = make_selector("gtp", target="classes").select(inputs, 24)
+    np.testing.assert_array_equal(np.bincount(pool_labels[got.indices], minlength=3), [12, 8, 4])
+    assert got.info["n_targets"] == 3 and len(np.unique(got.indices)) == 24
+    unlabelled = SelectionInputs(ids, lambda kind: pool_store, lambda kind: target_store)
+    with pytest.raises(CurationError, match="class labels"):
+        make_selector("gtp", target="classes").select(unlabelled, 24)
