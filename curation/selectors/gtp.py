@@ -13,15 +13,23 @@ round's weights are kept. ``info['rounds']`` holds each round's picks and final 
 residual. There is no cosine top-k fill: a round that finds no positively correlated example
 ends the selection, which may then hold fewer than ``k`` examples.
 
+``round_size`` caps one round's picks; ``max_cosine`` < 1 is a near-duplicate guard (a row
+whose trajectory cosine to a pick exceeds it is never picked; see ``gtp_rounds``). Both are
+off by default: on MNIST capped rounds lost 5-12 points at 5-10%, and on noisy text the guard
+(0.9) cut redundant picks at 5% from 3 to 2 only (one seed, benchmarks/QUALITY.md), because a
+near-copy whose label was flipped has a different gradient direction.
+
 Targets: ``mean`` (one mean trajectory), ``clusters`` (k-means of the unit target trajectories;
 one pursuit per cluster mean, the budget split by cluster size, each cluster's weights scaled
-by its share) or ``examples`` (one per target example). The default is ``clusters`` (8): one
+by its share), ``classes`` (one pursuit per target class toward its mean over the pool rows of
+that class, the budget split by the target's label mix; needs labels of pool and target) or
+``examples`` (one per target example). The default is ``clusters`` (8): one
 mean is reconstructed by a handful of atoms and nothing asks the subset to cover the target's
 distribution; measured on one seed (benchmarks/QUALITY.md, "How GTP's defaults were chosen"),
 8 clusters gained 1-2 points over the mean on general text and 8-11 points at 1% and 10% on
 MNIST, and cost 0.004 on targeted text at 1%; 16 clusters and one target per example were
-no better. Per-class targets would need the target's labels, which ``SelectionInputs`` does
-not carry; with a linear proxy the gradient trajectories cluster by class anyway.
+no better. Per-class targets fixed the class mix on MNIST but lost to clusters at 5-10%
+(0.616 / 0.643 vs 0.658 / 0.777): within a class the pursuit's picks, not the mix, cost most.
 
 The pool store's float16 shards are read in place (``GradientStore.atoms``: memory-mapped
 per pass, see ``curation.pursuit.MappedRows``; a later round reads the rows not yet picked as
