@@ -15,9 +15,10 @@ ends the selection, which may then hold fewer than ``k`` examples.
 
 ``round_size`` caps one round's picks; ``max_cosine`` < 1 is a near-duplicate guard (a row
 whose trajectory cosine to a pick exceeds it is never picked; see ``gtp_rounds``). Both are
-off by default: on MNIST capped rounds lost 5-12 points at 5-10%, and on noisy text the guard
-(0.9) cut redundant picks at 5% from 3 to 2 only (one seed, benchmarks/QUALITY.md), because a
-near-copy whose label was flipped has a different gradient direction.
+off by default: on MNIST capped rounds (1 to 10 picks) lost 5 to 26 points at 5-10%, and on
+noisy text the guard (0.9) cut redundant picks at 5% from 3 to 2 only (one seed,
+benchmarks/QUALITY.md): the two left are copies whose label was flipped, with gradients
+pointing elsewhere (trajectory cosine below 0).
 
 Targets: ``mean`` (one mean trajectory), ``clusters`` (k-means of the unit target trajectories;
 one pursuit per cluster mean, the budget split by cluster size, each cluster's weights scaled
