@@ -41,7 +41,7 @@ def scored_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
                  for m in config.methods
                  for s in (config.random_seeds if takes_seed(m) else [None])]
     inputs, checkpoints = inputs_from_artifacts(pool, model_inputs["pool"], gradient_datastore,
-                                                target_gradients, warmup_proxy)
+                                                target_gradients, warmup_proxy, target)
     records, started = [], time.perf_counter()
     for selector in selectors:
         for budget in config.budgets:

@@ -30,7 +30,7 @@ def scored_subset(context: dg.AssetExecutionContext, artifacts: ArtifactStore,
     selector, budget = selector_from_config(cat.selector_config(context.partition_key))
     pool, target = load_pool(raw_pool), load_pool(target_set, role="target")
     inputs, checkpoints = inputs_from_artifacts(pool, model_inputs["pool"], gradient_datastore,
-                                                target_gradients, warmup_proxy)
+                                                target_gradients, warmup_proxy, target)
     started = time.perf_counter()
     saved = select_and_save(selector, budget, inputs, pool=pool, target=target,
                             proxy_checkpoints=checkpoints, catalog=cat,

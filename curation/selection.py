@@ -10,7 +10,7 @@ stored config (``{"selector": ..., "budget": ..., **params}``) back into a selec
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,9 +122,10 @@ def selection_config(selector: Selector, budget: float) -> dict:
 
 
 def inputs_from_artifacts(pool: Pool, pool_inputs: str | Path, pool_stores: dict[str, str],
-                          target_stores: dict[str, str], proxy_dir: str | Path
-                          ) -> tuple[SelectionInputs, list[str]]:
-    """Selector inputs over stored artifacts, and the proxy's checkpoint hashes.
+                          target_stores: dict[str, str], proxy_dir: str | Path,
+                          target: Pool | None = None) -> tuple[SelectionInputs, list[str]]:
+    """Selector inputs over stored artifacts, and the proxy's checkpoint hashes (class labels
+    of pool and ``target`` where both have them).
 
     ``pool_stores`` / ``target_stores`` map a feature kind to a datastore directory; a kind
     that is not there fails naming the config field that adds it.
@@ -141,8 +142,17 @@ def inputs_from_artifacts(pool: Pool, pool_inputs: str | Path, pool_stores: dict
     predictions = functools.cache(
         lambda: (kind_of(proxy).predictions(proxy, np.load(pool_inputs)), pool.labels))
     inputs = SelectionInputs(pool.ids, functools.partial(store, pool_stores, "pool"),
-                             functools.partial(store, target_stores, "target set"), predictions)
+                             functools.partial(store, target_stores, "target set"), predictions,
+                             split_labels(pool, target))
     return inputs, [c.sha256 for c in proxy.checkpoints]
+
+
+def split_labels(pool: Pool, target: Pool | None
+                 ) -> Callable[[], tuple[np.ndarray, np.ndarray]] | None:
+    """``SelectionInputs.split_labels`` for a pool and target, None unless both are labelled."""
+    if target is None or not (pool.has_labels and target.has_labels):
+        return None
+    return lambda: (pool.labels, target.labels)
 
 
 def select_with_lineage(selector: Selector, inputs: SelectionInputs, budget: float, *,
@@ -168,7 +178,7 @@ def select_with_lineage(selector: Selector, inputs: SelectionInputs, budget: flo
     tracked = SelectionInputs(
         inputs.ids, pool_store if inputs.pool_gradients else None,
         target_store if inputs.target_gradients else None,
-        predictions if inputs.proxy_predictions else None)
+        predictions if inputs.proxy_predictions else None, inputs.split_labels)
     selection = selector.select(tracked, budget)
     stores = [*pool_used.values(), *target_used.values()]
     checkpoint_sets = {tuple(s.manifest["proxy_checkpoints"]) for s in stores}

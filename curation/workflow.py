@@ -22,7 +22,7 @@ from curation.pool import Pool, n_classes_of
 from curation.proxies import TrainedProxy, kind_of, unsupported_methods
 from curation.proxies.causal_lm import LMSpec
 from curation.proxies.classifier import Proxy, ProxySpec, WarmupConfig, cached_classifier
-from curation.selection import select_with_lineage
+from curation.selection import select_with_lineage, split_labels
 from curation.selectors import Selection, SelectionInputs, Selector
 
 __all__ = ["GradientSettings", "cached_proxy", "cached_store", "n_classes_of", "proxy_inputs",
@@ -107,7 +107,8 @@ def run_selection(pool: Pool, target: Pool | None, selector: Selector, budget: f
         inputs = SelectionInputs(pool.ids, lambda kind: store("pool", kind),
                                  lambda kind: store("target", kind),
                                  functools.cache(lambda: (kind.predictions(proxy, pool_x),
-                                                          pool.labels)))
+                                                          pool.labels)),
+                                 split_labels(pool, target))
     return select_with_lineage(
         selector, inputs, budget, pool_id=pool.content_hash,
         target_id=target.content_hash if target is not None else None,

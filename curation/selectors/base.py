@@ -22,12 +22,14 @@ from curation.errors import CurationError
 @dataclass(frozen=True)
 class SelectionInputs:
     """What a selector may read, each built only when asked: pool gradient stores by feature
-    kind, target gradient stores, and the proxy's (probabilities, labels) on the pool."""
+    kind, target gradient stores, the proxy's (probabilities, labels) on the pool, and the
+    class labels of (pool, target)."""
 
     ids: np.ndarray
     pool_gradients: Callable[[str], GradientStore] | None = None
     target_gradients: Callable[[str], GradientStore] | None = None
     proxy_predictions: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+    split_labels: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
 
     def pool_store(self, kind: str) -> GradientStore:
         if self.pool_gradients is None:
@@ -39,6 +41,13 @@ class SelectionInputs:
         if self.proxy_predictions is None:
             raise CurationError("this selector needs the trained proxy's predictions")
         return self.proxy_predictions()
+
+    def labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pool labels (n,), target labels (m,)), integer classes."""
+        if self.split_labels is None:
+            raise CurationError("this selector needs class labels of the pool and the target "
+                                "set (a classifier proxy and a labelled target)")
+        return self.split_labels()
 
     def target_store(self, kind: str) -> GradientStore:
         if self.target_gradients is None:

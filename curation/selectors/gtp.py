@@ -13,15 +13,24 @@ round's weights are kept. ``info['rounds']`` holds each round's picks and final 
 residual. There is no cosine top-k fill: a round that finds no positively correlated example
 ends the selection, which may then hold fewer than ``k`` examples.
 
+``round_size`` caps one round's picks; ``max_cosine`` < 1 is a near-duplicate guard (a row
+whose trajectory cosine to a pick exceeds it is never picked; see ``gtp_rounds``). Both are
+off by default: on MNIST capped rounds (1 to 10 picks) lost 5 to 26 points at 5-10%, and on
+noisy text the guard (0.9) cut redundant picks at 5% from 3 to 2 only (one seed,
+benchmarks/QUALITY.md): the two left are copies whose label was flipped, with gradients
+pointing elsewhere (trajectory cosine below 0).
+
 Targets: ``mean`` (one mean trajectory), ``clusters`` (k-means of the unit target trajectories;
 one pursuit per cluster mean, the budget split by cluster size, each cluster's weights scaled
-by its share) or ``examples`` (one per target example). The default is ``clusters`` (8): one
+by its share), ``classes`` (one pursuit per target class toward its mean over the pool rows of
+that class, the budget split by the target's label mix; needs labels of pool and target) or
+``examples`` (one per target example). The default is ``clusters`` (8): one
 mean is reconstructed by a handful of atoms and nothing asks the subset to cover the target's
 distribution; measured on one seed (benchmarks/QUALITY.md, "How GTP's defaults were chosen"),
 8 clusters gained 1-2 points over the mean on general text and 8-11 points at 1% and 10% on
 MNIST, and cost 0.004 on targeted text at 1%; 16 clusters and one target per example were
-no better. Per-class targets would need the target's labels, which ``SelectionInputs`` does
-not carry; with a linear proxy the gradient trajectories cluster by class anyway.
+no better. Per-class targets fixed the class mix on MNIST but lost to clusters at 5-10%
+(0.616 / 0.643 vs 0.658 / 0.777): within a class the pursuit's picks, not the mix, cost most.
 
 The pool store's float16 shards are read in place (``GradientStore.atoms``: memory-mapped
 per pass, see ``curation.pursuit.MappedRows``; a later round reads the rows not yet picked as
@@ -47,7 +56,12 @@ from curation.gradients import FEATURE_KINDS
 from curation.search import SEARCH_BACKENDS
 from curation.selectors.base import SelectionInputs, Selector
 from curation.selectors.gtp_rounds import RoundsResult, pursue_rounds
-from curation.selectors.gtp_targets import TARGETS, split_budget, target_trajectories
+from curation.selectors.gtp_targets import (
+    TARGETS,
+    split_budget,
+    target_classes,
+    target_trajectories,
+)
 
 _CHECKPOINT_WEIGHTING = ("uniform", "lr")
 _CHECKPOINT_NORM = ("none", "unit")
@@ -65,8 +79,10 @@ class GTPSelector(Selector):
                                     "norm).")
     target: choice(TARGETS) = Field(
         default="clusters", description="Pursuit target: mean (the mean target trajectory), "
-                                    "clusters (k-means cluster means, budget split by size) or "
-                                    "examples (every target example, budget split evenly).")
+                                    "clusters (k-means cluster means, budget split by size), "
+                                    "classes (each target class's mean, budget split by the "
+                                    "target's label mix, picks of that class only) or examples "
+                                    "(every target example, budget split evenly).")
     clusters: int = Field(default=8, ge=1, strict=True,
                           description="Number of k-means clusters of target trajectories "
                                       "(target=clusters).")
@@ -75,6 +91,11 @@ class GTPSelector(Selector):
     rounds: int = Field(default=0, ge=0, strict=True,
                         description="Most pursuit rounds per target, each over the examples not "
                                     "yet picked (0: as many as the budget needs).")
+    round_size: int = Field(default=0, ge=0, strict=True,
+                            description="Most picks per pursuit round (0: no cap).")
+    max_cosine: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False,
+                              description="Near-duplicate guard: a row whose trajectory cosine "
+                                          "to a pick exceeds this is not picked (1: off).")
     nonnegative: bool = Field(default=True, description="Non-negative weights in the pursuit refit.")
     tol: float = Field(default=1e-6, ge=0, allow_inf_nan=False,
                        description="Stop when the residual (or the best correlation) is at most "
@@ -101,8 +122,17 @@ class GTPSelector(Selector):
         store = inputs.pool_store(self.feature_kind)
         scale = checkpoint_scale(store, self.checkpoint_weighting, self.checkpoint_norm)
         atoms = store.atoms()
-        targets, shares = target_trajectories(inputs.target_store("sgd"), self.target,
-                                              self.clusters, self.cluster_seed, scale)
+        target_store = inputs.target_store("sgd")
+        pool_labels = target_labels = None
+        if self.target == "classes":
+            pool_labels, target_labels = inputs.labels()
+            if len(target_labels) != target_store.n or len(pool_labels) != store.n:
+                raise CurationError("gtp target='classes': the labels do not match the "
+                                    "gradient stores' rows")
+        targets, shares = target_trajectories(target_store, self.target, self.clusters,
+                                              self.cluster_seed, scale, target_labels)
+        classes = (target_classes(target_labels) if target_labels is not None
+                   else [None] * len(targets))
         options = {"nonnegative": self.nonnegative, "tol": self.tol, "column_scale": scale,
                    "refresh": self.refresh}
 
@@ -122,10 +152,16 @@ class GTPSelector(Selector):
 
         taken = np.zeros(store.n, bool)
         result, carry = RoundsResult(), 0
-        for target, share, budget in zip(targets, shares, split_budget(k, shares), strict=True):
+        for target, share, budget, label in zip(targets, shares, split_budget(k, shares),
+                                                classes, strict=True):
             before = len(result.indices)
+            # a class's pursuit picks only pool rows of that class (GradMatch's per-class rule)
+            off = taken if label is None else taken | (pool_labels != label)
             if budget + carry > 0:
-                pursue_rounds(atoms, target, int(budget + carry), run, self.rounds, taken, result)
+                pursue_rounds(atoms, target, int(budget + carry), run, self.rounds, off, result,
+                              self.round_size, self.max_cosine, scale)
+            if label is not None:
+                taken |= off & (pool_labels == label)
             got = len(result.indices) - before
             # weights of a per-cluster pursuit reconstruct its cluster mean: scaled by the
             # cluster's share they sum to a reconstruction of the overall mean

@@ -5,6 +5,14 @@ One pursuit stops early when the residual has no positive correlation left with 
 budget nears the effective rank of the trajectories). A new round over the rows not yet picked
 starts again from the whole target, so the rest of the budget is spent on a second (third, ...)
 non-negative reconstruction of it, not on cosine top-k. Every round's weights are kept.
+
+``round_size`` caps the picks of one round, so the budget is spent on several coarse
+reconstructions of the target rather than one fine one. ``max_cosine`` is the near-duplicate
+guard: within one pursuit a copy of a pick has no correlation left with the residual, but a
+fresh round (or another target's pursuit) starts from the whole target again and would pick the
+copy; so before each round every free row whose cosine to a pick exceeds ``max_cosine`` is
+excluded, and a pick of the round itself that exceeds it against an earlier pick is dropped
+(its weight with it) and excluded.
 """
 
 from __future__ import annotations
@@ -34,33 +42,99 @@ class RoundsResult:
 
 def pursue_rounds(atoms: list[MappedRows], target: np.ndarray, k: int, run: RunPursuit,
                   max_rounds: int = 0, taken: np.ndarray | None = None,
-                  into: RoundsResult | None = None) -> RoundsResult:
+                  into: RoundsResult | None = None, round_size: int = 0,
+                  max_cosine: float = 1.0, scale: np.ndarray | None = None) -> RoundsResult:
     """Up to ``k`` rows of ``atoms`` in rounds toward ``target`` (``max_rounds=0``: until ``k``).
 
-    ``taken`` (bool per row) marks rows no round may pick (updated in place); results are
-    appended to ``into``. Stops early when a round finds no positively correlated row.
+    ``taken`` (bool per row) marks rows no round may pick (updated in place, near-duplicates
+    excluded by the guard included); results are appended to ``into``. ``round_size`` (0: no
+    cap) is the most picks per round; ``max_cosine`` (1: off) the near-duplicate guard, cosines
+    taken on the atoms times ``scale``. Stops early when a round finds no positively
+    correlated row.
     """
     out = into if into is not None else RoundsResult()
     n = sum(_rows(part) for part in atoms)
     taken = np.zeros(n, bool) if taken is None else taken
     norm = max(float(np.linalg.norm(target)), 1e-12)
     want = len(out.indices) + k
+    guard = max_cosine < 1.0
     while len(out.indices) < want and (max_rounds == 0 or len(out.rounds) < max_rounds):
+        if guard and out.indices:
+            taken |= near_duplicates(atoms, np.asarray(out.indices), ~taken, max_cosine, scale)
         parts, rows = unpicked(atoms, taken)
         if len(rows) == 0:
             break
-        result = run(parts, target, min(want - len(out.indices), len(rows)))
+        size = min(want - len(out.indices), len(rows))
+        result = run(parts, target, min(size, round_size) if round_size else size)
         out.passes += int(result.passes)
         if len(result.indices) == 0:
             break
         picked = rows[np.asarray(result.indices, np.int64)]
         taken[picked] = True
-        out.indices.extend(int(i) for i in picked)
-        out.weights.extend(float(w) for w in result.weights)
-        out.scores.extend(float(s) for s in result.correlations)
-        out.rounds.append({"picks": len(picked),
+        keep = (_first_of_near_duplicates(atoms, picked, max_cosine, scale) if guard
+                else np.ones(len(picked), bool))
+        out.indices.extend(int(i) for i in picked[keep])
+        out.weights.extend(float(w) for w in np.asarray(result.weights)[keep])
+        out.scores.extend(float(s) for s in np.asarray(result.correlations)[keep])
+        out.rounds.append({"picks": int(keep.sum()),
                            "relative_residual": float(result.residual_norms[-1]) / norm})
     return out
+
+
+def near_duplicates(atoms: list[MappedRows], picked: np.ndarray, candidates: np.ndarray,
+                    max_cosine: float, scale: np.ndarray | None = None) -> np.ndarray:
+    """Bool per row: a ``candidates`` row whose cosine to a ``picked`` row exceeds
+    ``max_cosine`` (rows times ``scale``), read block by block."""
+    ref = _unit(read_rows(atoms, picked), scale)
+    out = np.zeros(len(candidates), bool)
+    offset = 0
+    for part in atoms:
+        view = part.open()
+        for lo in range(0, len(view), 8192):
+            hi = min(lo + 8192, len(view))
+            mask = candidates[offset + lo:offset + hi]
+            if mask.any():
+                block = _unit(np.asarray(view[lo:hi][mask]), scale)
+                idx = np.flatnonzero(mask) + offset + lo
+                out[idx] = (block @ ref.T).max(axis=1) > max_cosine
+        offset += len(view)
+    return out
+
+
+def _first_of_near_duplicates(atoms: list[MappedRows], picked: np.ndarray, max_cosine: float,
+                              scale: np.ndarray | None) -> np.ndarray:
+    """Bool per pick (in pick order): False where its cosine to an earlier kept pick exceeds
+    ``max_cosine``."""
+    unit = _unit(read_rows(atoms, picked), scale)
+    cos = unit @ unit.T
+    keep = np.ones(len(picked), bool)
+    for i in range(1, len(picked)):
+        keep[i] = not (cos[i, :i][keep[:i]] > max_cosine).any()
+    return keep
+
+
+def read_rows(atoms: list[MappedRows], rows: np.ndarray) -> np.ndarray:
+    """The given pool rows (any order) of ``atoms`` as float32, in that order."""
+    rows = np.asarray(rows, np.int64)
+    out, offset = None, 0
+    for part in atoms:
+        count = _rows(part)
+        inside = np.flatnonzero((rows >= offset) & (rows < offset + count))
+        if len(inside):
+            order = inside[np.argsort(rows[inside])]
+            block = part.read(rows[order] - offset).astype(np.float32)
+            if out is None:
+                out = np.empty((len(rows), block.shape[1]), np.float32)
+            out[order] = block
+        offset += count
+    if out is None:
+        raise ValueError("no rows to read")
+    return out
+
+
+def _unit(rows: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+    rows = rows.astype(np.float32) * (1.0 if scale is None else scale.astype(np.float32))
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def unpicked(atoms: list[MappedRows], taken: np.ndarray) -> tuple[list[MappedRows], np.ndarray]:

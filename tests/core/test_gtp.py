@@ -211,3 +211,45 @@ def test_gtp_avoids_near_duplicates_that_less_picks_on_real_digits(tmp_path) -> 
         assert gtp.max() <= 2, f"k={k}: GTP took {gtp.max()} copies of one example"
         assert (less == copies).sum() >= 1, f"k={k}: LESS took no whole group"
         assert (gtp > 0).sum() > 2 * (less > 0).sum()  # GTP covers far more distinct examples
+
+
+def test_round_size_caps_each_round(tmp_path) -> None:
+    inputs, _, _ = _inputs(tmp_path, seed=5)
+    got = make_selector("gtp", target="mean", round_size=3).select(inputs, 20)
+    picks = [r["picks"] for r in got.info["rounds"]]
+    assert len(got) == 20 and max(picks) <= 3 and sum(picks) == 20
+    assert len(np.unique(got.indices)) == 20
+
+
+def test_near_duplicate_guard_skips_copies_of_picks(tmp_path) -> None:
+    """Each of 30 sources has two near-copies (cosine > 0.99): without the guard a later
+    round picks copies of earlier picks; with max_cosine=0.95 no two picks share a source."""
+    rng = np.random.default_rng(6)
+    sources = np.abs(rng.standard_normal((30, 2, 8)))
+    copies = sources[np.repeat(np.arange(30), 3)] * (1 + 0.01 * rng.standard_normal((90, 2, 8)))
+    target = np.abs(rng.standard_normal((4, 2, 8))).astype(np.float16)
+    stores = {"pool": _store(tmp_path, "pool", [copies[:50].astype(np.float16),
+                                                copies[50:].astype(np.float16)], [1.0, 1.0]),
+              "target": _store(tmp_path, "target", [target], [1.0, 1.0])}
+    inputs = SelectionInputs(np.array([f"e{i}" for i in range(90)], dtype=object),
+                             lambda kind: stores["pool"], lambda kind: stores["target"])
+    plain = make_selector("gtp", target="mean").select(inputs, 25)
+    assert len(np.unique(plain.indices // 3)) < len(plain)  # redundant picks happen
+    guarded = make_selector("gtp", target="mean", max_cosine=0.95).select(inputs, 25)
+    assert len(guarded) == 25 and len(np.unique(guarded.indices // 3)) == 25
+    assert make_selector("gtp", max_cosine=0.95).config()["max_cosine"] == 0.95
+
+
+def test_class_targets_split_the_budget_by_the_target_label_mix(tmp_path) -> None:
+    _, pool_store, target_store = _inputs(tmp_path, seed=7)
+    pool_labels = np.arange(700) % 3
+    target_labels = np.array([0] * 6 + [1] * 4 + [2] * 2)
+    ids = np.array([f"e{i}" for i in range(700)], dtype=object)
+    inputs = SelectionInputs(ids, lambda kind: pool_store, lambda kind: target_store,
+                             split_labels=lambda: (pool_labels, target_labels))
+    got = make_selector("gtp", target="classes").select(inputs, 24)
+    np.testing.assert_array_equal(np.bincount(pool_labels[got.indices], minlength=3), [12, 8, 4])
+    assert got.info["n_targets"] == 3 and len(np.unique(got.indices)) == 24
+    unlabelled = SelectionInputs(ids, lambda kind: pool_store, lambda kind: target_store)
+    with pytest.raises(CurationError, match="class labels"):
+        make_selector("gtp", target="classes").select(unlabelled, 24)
