@@ -105,7 +105,7 @@ def test_store_index_is_built_once_checksummed_and_rebuilt_when_stale(tmp_path) 
     mtime = (store.directory / entry["file"]).stat().st_mtime_ns
     again = store_index(open_datastore(store.directory))  # reused, not rebuilt
     assert (store.directory / entry["file"]).stat().st_mtime_ns == mtime
-    np.testing.assert_array_equal(again.search(target, 10)[1], index.search(target, 10)[1])
+    np.testing.assert_array_equal(again.candidates(target, 10), index.candidates(target, 10))
     # a corrupted index file is rebuilt
     (store.directory / entry["file"]).write_bytes(b"garbage")
     store_index(open_datastore(store.directory))
@@ -142,7 +142,7 @@ def test_gtp_search_option(tmp_path) -> None:
         make_selector("gtp", search="nope")
 
 
-def test_less_max_through_the_inverted_file_index(monkeypatch) -> None:
+def test_less_max_through_the_compressed_index(monkeypatch) -> None:
     import curation.selectors.less as less
 
     rng = np.random.default_rng(1)
