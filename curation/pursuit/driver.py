@@ -24,17 +24,17 @@ _DUAL_TOL = 1e-10
 # 2048 * d per step, a few percent of a pass at the pool sizes where skipping passes matters.
 _CANDIDATES = 2048
 # Rows each list of an index returns per pursuit step (``curation.search.split``: two lists),
-# re-scored exactly. 256 left the residual 8-23% above exact pursuit's on gradient-like and
-# clustered data (50k x 1024, 20k x 256), 1024 within 3% (benchmarks/bench_scale.py); reading
-# and scoring 2048 rows of width 1024 costs a few milliseconds.
+# re-scored exactly. On gradient-like and clustered data (20k x 256, 50k x 1024) 256 left the
+# residual up to 1.35x exact pursuit's (758x where exact reconstructs to 1e-4), 1024 at
+# 0.88-1.11x (docs/scaling.md); reading and scoring 2048 rows of width 1024 costs milliseconds.
 _SEARCH_CANDIDATES = 1024
 # Calibration of index search: an exact pass also runs on steps 1, 2, 4, ... and every this
 # many steps (at k = 600: 15 passes of 600); the candidates then count as having missed when
 # their best scores below this fraction of the exact best.
 _CHECK_EVERY = 64
 _CHECK_RATIO = 0.999
-# The most rows per list calibration grows to: re-scoring 2 x 8192 rows of width 1024 reads 32 MiB
-# a step, 1/64 of an exact pass over 1M rows.
+# The most rows per list calibration grows to: re-scoring 2 x 8192 rows of width 1024 reads
+# 32 MiB a step, 1/64 of an exact pass over 1M rows (growth up to n made it slower than exact).
 _MAX_CANDIDATES = 8192
 
 # ``full_pass(r, excluded, banned, signed, m)``: one pass scoring every atom against ``r``.
@@ -135,8 +135,9 @@ def searched_pass(src: AtomSource, index: SearchIndex, inv_norms: np.ndarray, m:
 
     Calibrated as it goes: on steps 1, 2, 4, ... and every ``_CHECK_EVERY``-th, one exact pass
     runs too and decides the step; when the candidates' best scored below ``_CHECK_RATIO`` of
-    the exact best, the index missed the best row, and ``m`` doubles (up to ``_MAX_CANDIDATES``) for the
-    steps after. ``counts`` gets the final ``m`` and the exact passes run.
+    the exact best, the index missed the best row, and ``m`` doubles (up to
+    ``_MAX_CANDIDATES``) for the steps after. ``counts`` gets the final ``m``, the steps and the
+    exact passes run.
     """
     counts.update(candidates=min(m, index.n), exact_passes=0, steps=0)
 
