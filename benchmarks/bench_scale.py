@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py [--n 1000000 10000000] [--d 1024] [--k 600]
                                      [--exact-max 1000000] [--dir DIR] [--threads 1] [--keep]
+                                     [--reuse]
 
 For each ``n`` a float16 ``.npy`` store of n x d is written in chunks to ``--dir`` (a temp
 directory by default; never held in memory) with the gradient-like model of
@@ -11,7 +12,9 @@ own (above ``--exact-max`` the noise comes from a shuffled bank, see ``write_sto
 ``pursuit(..., search="faiss")`` (index build included, and reported apart) and, where
 ``n <= --exact-max``, exact pursuit. Reported: wall time, index build time, peak RSS next to the
 store size, and against exact the support overlap, the relative residuals and the ratio of the
-wall times (exact / faiss). The store is deleted afterwards unless ``--keep``.
+wall times (exact / faiss). The store is deleted afterwards unless ``--keep``. ``--reuse``
+(with ``--dir``): stores are kept in ``--dir`` itself and one already there (same name, same
+size) is selected from instead of being written again.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def child(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - start
     np.save(args.out, result.indices)
     print(json.dumps({"wall_s": wall, "build_s": build_s, "peak_rss_mib": peak_rss_mib(),
-                      "picks": len(result.indices),
+                      "picks": len(result.indices), "search_info": result.search_info,
                       "rel_residual": result.residual_norms[-1] / np.linalg.norm(target)}))
 
 
@@ -107,14 +110,18 @@ def run_child(search: str, store: Path, target: Path, k: int, threads: int, out:
 
 
 def bench(n: int, d: int, k: int, exact_max: int, directory: Path, threads: int, seed: int,
-          keep: bool) -> None:
+          keep: bool, reuse: bool = False) -> None:
     store, target_path = directory / f"store-{n}x{d}.npy", directory / f"target-{n}x{d}.npy"
     start = time.perf_counter()
-    target = write_store(store, n, d, seed, noise_bank=n > exact_max)
-    np.save(target_path, target)
+    size = 128 + 2 * n * d  # the .npy header is 128 bytes
+    if reuse and store.exists() and store.stat().st_size == size and target_path.exists():
+        written = "reused"
+    else:
+        np.save(target_path, write_store(store, n, d, seed, noise_bank=n > exact_max))
+        written = f"written in {time.perf_counter() - start:.0f} s"
     size_mib = store.stat().st_size / 2**20
-    print(f"\n== n={n:,} d={d} k={k}: float16 store {size_mib:,.0f} MiB written in "
-          f"{time.perf_counter() - start:.0f} s ({store})", flush=True)
+    print(f"\n== n={n:,} d={d} k={k}: float16 store {size_mib:,.0f} MiB {written} ({store})",
+          flush=True)
     try:
         runs = {}
         for search in ("faiss", "exact") if n <= exact_max else ("faiss",):
@@ -123,8 +130,8 @@ def bench(n: int, d: int, k: int, exact_max: int, directory: Path, threads: int,
             r = runs[search]
             print(f"{search:5s}: {r['wall_s']:8.1f} s (index build {r['build_s']:.1f} s)  "
                   f"peak RSS {r['peak_rss_mib']:,.0f} MiB = {r['peak_rss_mib'] / size_mib:.2f}"
-                  f" x store  picks={r['picks']}  rel.residual={r['rel_residual']:.4f}",
-                  flush=True)
+                  f" x store  picks={r['picks']}  rel.residual={r['rel_residual']:.4f}"
+                  f"  {r['search_info'] or ''}", flush=True)
         if "exact" in runs:
             ours = np.load(directory / f"faiss-{n}.npy")
             exact = np.load(directory / f"exact-{n}.npy")
@@ -142,7 +149,7 @@ def bench(n: int, d: int, k: int, exact_max: int, directory: Path, threads: int,
             print(f"per step: faiss {(r['wall_s'] - r['build_s']) / steps * 1e3:.1f} ms "
                   f"(+ build {r['build_s'] / n * 1e6:.1f} us per row)")
     finally:
-        if not keep:
+        if not (keep or reuse):
             store.unlink(missing_ok=True)
 
 
@@ -158,6 +165,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the stores")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the stores in --dir and select from ones already there")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--store", default=None, help=argparse.SUPPRESS)
     p.add_argument("--target", default=None, help=argparse.SUPPRESS)
@@ -169,6 +178,13 @@ def main() -> None:
     ks = args.k * len(args.n) if len(args.k) == 1 else args.k
     if len(ks) != len(args.n):
         raise SystemExit("--k takes one value or one per --n")
+    if args.reuse:
+        if args.dir is None:
+            raise SystemExit("--reuse needs --dir")
+        args.dir.mkdir(parents=True, exist_ok=True)
+        for n, k in zip(args.n, ks, strict=True):
+            bench(n, args.d, k, args.exact_max, args.dir, args.threads, args.seed, True, True)
+        return
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n, k in zip(args.n, ks, strict=True):
             bench(n, args.d, k, args.exact_max, Path(tmp), args.threads, args.seed, args.keep)

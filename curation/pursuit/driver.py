@@ -5,7 +5,7 @@ argument checks, and ``correlations``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,10 +23,19 @@ _DUAL_TOL = 1e-10
 # Atoms kept as candidates between full passes when ``refresh > 1``: re-scoring them costs
 # 2048 * d per step, a few percent of a pass at the pool sizes where skipping passes matters.
 _CANDIDATES = 2048
-# Rows an index search returns per pursuit step, re-scored exactly: reading and scoring 256
-# rows of width 1024 costs about a millisecond, and on clustered gradients the exact best row
-# was among them (benchmarks/bench_scale.py reports the residual against exact pursuit).
-_SEARCH_CANDIDATES = 256
+# Rows each list of an index returns per pursuit step (``curation.search.split``: two lists),
+# re-scored exactly. On gradient-like and clustered data (20k x 256, 50k x 1024) 256 left the
+# residual up to 1.35x exact pursuit's (758x where exact reconstructs to 1e-4), 1024 at
+# 0.88-1.11x (docs/scaling.md); reading and scoring 2048 rows of width 1024 costs milliseconds.
+_SEARCH_CANDIDATES = 1024
+# Calibration of index search: an exact pass also runs on steps 1, 2, 4, ... and every this
+# many steps (at k = 600: 15 passes of 600); the candidates then count as having missed when
+# their best scores below this fraction of the exact best.
+_CHECK_EVERY = 64
+_CHECK_RATIO = 0.999
+# The most rows per list calibration grows to: re-scoring 2 x 8192 rows of width 1024 reads
+# 32 MiB a step, 1/64 of an exact pass over 1M rows (growth up to n made it slower than exact).
+_MAX_CANDIDATES = 8192
 
 # ``full_pass(r, excluded, banned, signed, m)``: one pass scoring every atom against ``r``.
 FullPass = Callable[[np.ndarray, np.ndarray, np.ndarray, bool, int], PassResult]
@@ -46,6 +55,8 @@ class PursuitResult:
     residual_norms: np.ndarray  # float64, one per selected atom, non-increasing
     correlations: np.ndarray  # float64 selection score of each atom when picked
     passes: int = 0  # full passes over the atoms (one per step when ``refresh=1``)
+    # With index search: ``candidates`` per list at the end, ``exact_passes`` run, ``steps``.
+    search_info: dict = field(default_factory=dict)
 
 
 def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = True,
@@ -71,11 +82,13 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
 
     ``search`` names a ``curation.search`` backend. ``"exact"`` is the full pass above. Any other
     (``"faiss"``) replaces the pass: the index returns the ``candidates`` rows with the largest
-    inner product with the residual (``index``: one built for these atoms, e.g. a datastore's
-    ``curation.datastore.index.store_index``; built here if None), those are read and re-scored
-    exactly, and the best admissible one is picked; only when none of them beats the stop
-    threshold does one exact pass decide. Approximate (a row the index ranks low is missed);
-    the refit is unchanged. ``refresh`` must then be 1.
+    inner product with the residual by each of its lists (``index``: one built for these atoms,
+    e.g. a datastore's ``curation.datastore.index.store_index``; built here if None), those
+    are read and re-scored exactly, and the best admissible one is picked; only when none of
+    them beats the stop threshold does one exact pass decide. A few steps (1, 2, 4, ... and
+    every 64th) also run an exact pass, which decides them and doubles ``candidates`` when the
+    index missed the best row (``searched_pass``). Approximate (a row the index ranks low is
+    missed between checks); the refit is unchanged. ``refresh`` must then be 1.
     """
     from curation.search import search_backend  # faiss loads only when asked for
 
@@ -97,6 +110,7 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
         else atom_norms(src, sq, block_rows)
     inv_norms = inverse_norms(norms, normalize)
     scores = np.empty(0)
+    counts: dict = {}
 
     def full_pass(rs, excluded, banned, signed, m):
         nonlocal scores
@@ -107,35 +121,56 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
 
     if index is not None:
         threshold = tol * float(np.linalg.norm(b)) * (1.0 if normalize else float(norms.max()))
-        full_pass = searched_pass(src, index, sq, normalize, int(candidates), threshold,
-                                  full_pass)
-    return pursue(src, inv_norms, float(norms.max()), full_pass, b, int(k), nonnegative, tol,
-                  normalize, scale, refresh)
+        full_pass = searched_pass(src, index, inv_norms, int(candidates), threshold, full_pass,
+                                  counts)
+    result = pursue(src, inv_norms, float(norms.max()), full_pass, b, int(k), nonnegative, tol,
+                    normalize, scale, refresh)
+    return replace(result, search_info=counts) if counts else result
 
 
-def searched_pass(src: AtomSource, index: SearchIndex, sq: np.ndarray, normalize: bool, m: int,
-                  threshold: float, exact_pass: FullPass) -> FullPass:
-    """A ``FullPass`` that asks ``index`` for ``m`` candidates, re-scores them exactly and falls
-    back to ``exact_pass`` when no admissible candidate scores above ``threshold``."""
+def searched_pass(src: AtomSource, index: SearchIndex, inv_norms: np.ndarray, m: int,
+                  threshold: float, exact_pass: FullPass, counts: dict) -> FullPass:
+    """A ``FullPass`` that asks ``index`` for candidates (``m`` per list), re-scores them exactly
+    and falls back to ``exact_pass`` when no admissible candidate scores above ``threshold``.
+
+    Calibrated as it goes: on steps 1, 2, 4, ... and every ``_CHECK_EVERY``-th, one exact pass
+    runs too and decides the step; when the candidates' best scored below ``_CHECK_RATIO`` of
+    the exact best, the index missed the best row, and ``m`` doubles (up to
+    ``_MAX_CANDIDATES``) for the steps after. ``counts`` gets the final ``m``, the steps and the
+    exact passes run.
+    """
+    counts.update(candidates=min(m, index.n), exact_passes=0, steps=0)
+
+    def exact(rs, excluded, banned, signed):
+        counts["exact_passes"] += 1
+        return exact_pass(rs, excluded, banned, signed, 0)
 
     def full_pass(rs, excluded, banned, signed, _m):
+        counts["steps"] += 1
+        step, m = counts["steps"], counts["candidates"]
         queries = np.stack([rs, -rs]) if signed else rs[None]
-        _, found = index.search(queries, m)
+        found = index.candidates(queries, m)
         cand = np.unique(found[found >= 0])
         cand = cand[~excluded[cand]]
+        best = None
         if len(cand):
-            rows = src.rows(cand).astype(np.float64)
-            norms = np.sqrt((rows * rows) @ sq)
-            dots = rows @ rs
-            cand_scores = np.zeros(len(cand))
-            positive = norms > 0
-            cand_scores[positive] = dots[positive] / norms[positive] if normalize \
-                else dots[positive]
+            rows = src.rows(cand)
+            cand_scores = np.empty(len(cand))
+            # The exact pass's own kernel: the same scores it would give these rows.
+            score_block(rows.view(np.uint16) if src.half else rows, src.half, rs,
+                        inv_norms[cand], cand_scores, serial=True)
             jc = pick(cand_scores, np.zeros(len(cand), np.bool_), signed)
-            score = float(cand_scores[jc])
-            if (abs(score) if signed else score) > threshold:
-                return PassResult(int(cand[jc]), score)
-        return exact_pass(rs, excluded, banned, signed, 0)
+            best = PassResult(int(cand[jc]), float(cand_scores[jc]))
+        key = -np.inf if best is None else abs(best.score) if signed else best.score
+        if step & (step - 1) == 0 or step % _CHECK_EVERY == 0:
+            result = exact(rs, excluded, banned, signed)
+            true_key = abs(result.score) if signed else result.score
+            if result.j >= 0 and key < _CHECK_RATIO * true_key:
+                counts["candidates"] = min(2 * m, max(m, _MAX_CANDIDATES))
+            return result
+        if key > threshold:
+            return best
+        return exact(rs, excluded, banned, signed)
 
     return full_pass
 

@@ -3,9 +3,9 @@ query. ``SEARCH_BACKENDS`` is the registry (a new backend is one module register
 ``search_backend(name)`` looks one up.
 
 - ``exact``: every row scored (faiss ``IndexFlatIP``; pursuit uses its own exact pass).
-- ``faiss``: an inverted-file index (``ivf``): a coarse quantizer in a PCA-reduced space picks
-  the lists to scan, rows are stored as 4-bit product-quantizer codes (fast scan), so the index
-  is a few percent of a float16 store and a query scans a few percent of the rows.
+- ``faiss``: a subspace-split index (``split``): exact coordinates in the rows' top 32
+  directions plus 4-bit product-quantizer codes (fast scan) of the rest of each row, about a
+  tenth of a float16 store; a query returns the best rows by each part.
 
 Callers re-score the candidates exactly: the index only decides which rows are looked at.
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from curation.search.base import SearchBackend, SearchIndex
 from curation.search.exact import ExactSearch
-from curation.search.ivf import IVFSearch
+from curation.search.split import SplitSearch
 
 SEARCH_BACKENDS: dict[str, type[SearchBackend]] = {
-    cls.name: cls for cls in (ExactSearch, IVFSearch)
+    cls.name: cls for cls in (ExactSearch, SplitSearch)
 }
 
 

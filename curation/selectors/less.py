@@ -8,8 +8,8 @@ plain gradients.
 The sum over checkpoints is one inner product, <concat_c w_c u(g_ic), concat_c u(t_jc)> with
 u the unit vector, so ``max`` over target examples is a top-1 inner-product search: faiss
 ``IndexFlatIP`` over the target rows (exact) up to ``_EXACT_TARGETS`` of them, past that the
-inverted-file index (``curation.search``, backend ``faiss``) whose ``_RESCORED`` best rows per
-pool row are re-scored exactly. ``mean`` is the inner product with the mean target row.
+subspace-split index (``curation.search``, backend ``faiss``) whose ``_RESCORED`` best rows per
+list and pool row are re-scored exactly. ``mean`` is the inner product with the mean target row.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from curation.selectors.base import SelectionInputs, Selector, top_k
 
 _REDUCERS = ("max", "mean")
 # Target rows searched exhaustively: 65536 x 4 checkpoints x 1024 float32 is 1 GiB, and one pool
-# block then costs as much as a dense product; past it an inverted-file index is cheaper.
+# block then costs as much as a dense product; past it the compressed index is cheaper.
 _EXACT_TARGETS = 65536
 _RESCORED = 16
 
@@ -74,10 +74,10 @@ def _max_search(target: np.ndarray):
     from curation.pursuit.atoms import AtomSource
     from curation.search import search_backend
 
-    ivf = search_backend("faiss").build(AtomSource(target), normalize=False)
+    index = search_backend("faiss").build(AtomSource(target), normalize=False)
 
     def best(rows: np.ndarray) -> np.ndarray:
-        _, found = ivf.search(rows, _RESCORED)
+        found = index.candidates(rows, _RESCORED)
         out = np.full(len(rows), -np.inf, np.float32)
         for start in range(0, len(rows), 1024):  # bounded: 1024 x 16 candidate rows at a time
             f = found[start:start + 1024]

@@ -14,7 +14,7 @@ from curation.errors import CurationError
 from curation.io import sha256_file, write_json, write_npy
 from curation.pursuit import pursuit
 from curation.pursuit.atoms import AtomSource
-from curation.search import SEARCH_BACKENDS, search_backend
+from curation.search import SEARCH_BACKENDS, SearchIndex, search_backend
 from curation.selectors import SelectionInputs, make_selector
 
 
@@ -105,7 +105,7 @@ def test_store_index_is_built_once_checksummed_and_rebuilt_when_stale(tmp_path) 
     mtime = (store.directory / entry["file"]).stat().st_mtime_ns
     again = store_index(open_datastore(store.directory))  # reused, not rebuilt
     assert (store.directory / entry["file"]).stat().st_mtime_ns == mtime
-    np.testing.assert_array_equal(again.search(target, 10)[1], index.search(target, 10)[1])
+    np.testing.assert_array_equal(again.candidates(target, 10), index.candidates(target, 10))
     # a corrupted index file is rebuilt
     (store.directory / entry["file"]).write_bytes(b"garbage")
     store_index(open_datastore(store.directory))
@@ -142,7 +142,7 @@ def test_gtp_search_option(tmp_path) -> None:
         make_selector("gtp", search="nope")
 
 
-def test_less_max_through_the_inverted_file_index(monkeypatch) -> None:
+def test_less_max_through_the_compressed_index(monkeypatch) -> None:
     import curation.selectors.less as less
 
     rng = np.random.default_rng(1)
@@ -157,3 +157,56 @@ def test_less_max_through_the_inverted_file_index(monkeypatch) -> None:
     assert (searched <= exact + 1e-5).all()  # re-scored exactly: never above the true max
     # approximate: 40 near-equal targets per cluster, 16 re-scored; the best found is close
     assert (searched >= exact - 0.02).all()
+
+
+def _low_rank_plus_noise(n: int = 4000, d: int = 128, seed: int = 0):
+    """Gradient-like rows: rank-8 structure plus weak isotropic noise; the target a mean of 20
+    rows. Once the structure is fitted, the residual lies in the noise."""
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((8, d)) / np.sqrt(d)
+    rows = rng.standard_normal((n, 8)) @ basis + 0.5 * rng.standard_normal((n, d)) / np.sqrt(d)
+    return rows.astype(np.float16), rows[rng.choice(n, 20, replace=False)].mean(axis=0)
+
+
+def test_faiss_pursuit_follows_exact_where_the_residual_is_noise() -> None:
+    rows, target = _low_rank_plus_noise()
+    exact = pursuit(rows, target, 40)
+    searched = pursuit(rows, target, 40, search="faiss")
+    assert searched.residual_norms[-1] <= 1.10 * exact.residual_norms[-1]
+    assert searched.search_info["steps"] >= 40
+    assert 0 < searched.search_info["exact_passes"] < searched.search_info["steps"] / 2
+
+
+def test_building_an_index_leaves_float32_rows_unchanged() -> None:
+    rows, _ = _low_rank_plus_noise(n=600)
+    rows = rows.astype(np.float32)
+    before = rows.copy()
+    index = search_backend("faiss").build(AtomSource(rows), normalize=False)
+    np.testing.assert_array_equal(rows, before)
+    # the subspace part is exact: the best row by it is among the candidates
+    query = rows[7].astype(np.float64) + 0.0
+    low_scores = rows @ (index.basis.T @ (index.basis @ query))
+    assert int(np.argmax(low_scores)) in index.candidates(query, 5)[0]
+
+
+class _BlindIndex(SearchIndex):
+    """Always offers the first ``m`` rows: an index that misses the best row."""
+
+    def candidates(self, queries, m):
+        return np.tile(np.arange(min(m, self.n)), (len(np.atleast_2d(queries)), 1))
+
+    def save(self, path):
+        return []
+
+
+def test_checks_grow_the_candidates_when_the_index_misses() -> None:
+    rows, target = _clustered(n=3000)
+    norms = np.linalg.norm(rows.astype(np.float32), axis=1)
+    blind = _BlindIndex(len(rows), rows.shape[1], norms, True, "blind")
+    result = pursuit(rows, target, 4, search="faiss", index=blind, candidates=8)
+    exact = pursuit(rows, target, 4)
+    # steps 1, 2 and 4 are checked (decided by the exact pass); each check that found the index
+    # wrong doubled the candidates
+    assert result.search_info["exact_passes"] >= 3
+    assert result.search_info["candidates"] > 8
+    assert result.indices[0] == exact.indices[0]
