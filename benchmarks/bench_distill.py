@@ -228,7 +228,7 @@ def report(out: Path, seeds: list[int], sizes: list[int], wall: float | None) ->
     best_soft = {n: mean.loc[best_epoch[n], n] for n in complete}
     tm_1 = mean.loc["TM + soft"].get(1, np.nan)
     goals = {
-        f"soft (best expert epoch) > hard at every size {complete}": all(
+        f"soft (best expert epoch) > hard at every size {[int(n) for n in complete]}": all(
             best_soft[n] > mean.loc["hard", n] for n in complete),
         f"soft labels ({last}, one fixed epoch) > hard at every size": all(
             mean.loc[last, n] > mean.loc["hard", n] for n in complete),
@@ -274,16 +274,25 @@ def report(out: Path, seeds: list[int], sizes: list[int], wall: float | None) ->
         "", cont_table.to_markdown() if len(cont_table) else "(not measured)", "",
         "Accuracy-vs-storage frontier (raw bytes: float32 inputs + float16 labels; seed "
         f"{done_seeds[0]} sizes):", "", frontier.to_markdown(index=False), "",
-        "Goals:", *[f"- {k}: {v}" for k, v in goals.items()],
+        "Goals:", *[f"- {k}: {_verdict(v)}" for k, v in goals.items()],
     ]
     if wall is not None:
         lines += ["", f"wall time {wall:.0f} s"]
     text = "\n".join(lines)
-    write_json(out / "results.json", {"records": records, "goals": {k: str(v) for k, v in goals.items()},
+    write_json(out / "results.json", {"records": records,
+                                      "goals": {k: _verdict(v) for k, v in goals.items()},
                                       "full": full_mean, "best_expert_epoch": {
                                           str(k): v for k, v in best_epoch.items()}})
     write_atomic(out / "summary.md", lambda p: p.write_text(text + "\n"))
     return text
+
+
+def _verdict(goal: bool | tuple) -> str:
+    """'met' or 'missed', with the two numbers compared when the goal has them."""
+    ok, *numbers = goal if isinstance(goal, tuple) else (goal,)
+    shown = [f"{n:.3f}" if isinstance(n, (int, float)) and not isinstance(n, bool) else str(n)
+             for n in numbers]
+    return ("met" if ok else "missed") + (f" ({' vs '.join(shown)})" if shown else "")
 
 
 def _fresh_goal(fresh_acc: dict[str, pd.Series], last: str) -> tuple:
