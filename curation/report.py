@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 # Reference rows drawn as horizontal lines: (line style, legend label).
-_REFERENCES = {"full": ("--", "full pool"), "warmup": (":", "warm-up only, no fine-tuning")}
+_REFERENCES = {"full": ("--", "full pool"), "warmup": (":", "warm-up only, no fine-tuning"),
+               "base": ("-.", "base model, no fine-tuning")}
 
 
 def summarize(records: Sequence[dict], metric: str = "test_accuracy") -> pd.DataFrame:
