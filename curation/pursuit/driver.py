@@ -62,8 +62,8 @@ class PursuitResult:
 def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = True,
             tol: float = 1e-6, block_rows: int = 65536, normalize: bool = True,
             column_scale: np.ndarray | None = None, refresh: int = 1, search: str = "exact",
-            index: SearchIndex | None = None, candidates: int = _SEARCH_CANDIDATES
-            ) -> PursuitResult:
+            index: SearchIndex | None = None, candidates: int = _SEARCH_CANDIDATES,
+            exclude: np.ndarray | None = None) -> PursuitResult:
     """Greedily pick at most ``k`` atoms whose (non-negative) combination reconstructs target.
 
     ``atoms`` is (n, d) float16/float32/float64, possibly an ``np.memmap``, or a list of such row
@@ -72,6 +72,8 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
     targets matched jointly: it is flattened row-major, so ``atoms`` rows must then be the
     matching length-``t*d`` concatenations. ``column_scale`` (d,) makes the atoms
     ``atoms * column_scale`` (e.g. a weight per checkpoint block) without forming the product.
+    ``exclude`` (bool per atom) marks rows never to pick: a pursuit over a subset of the rows
+    that keeps the rows' numbers (and an index built over all of them) instead of slicing them.
 
     ``refresh=1`` scores every atom at every step: the exact greedy rule. ``refresh=R > 1``
     trades exactness for speed (lazy greedy): a full pass keeps the 2048 best-scoring atoms as
@@ -93,6 +95,7 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
     from curation.search import search_backend  # faiss loads only when asked for
 
     src, b, scale = validate(atoms, target, k, tol, block_rows, column_scale, refresh)
+    off = excluded_rows(exclude, src.n)
     backend = search_backend(search)
     sq = np.ones(src.d) if scale is None else scale * scale
     if backend.exhaustive:
@@ -124,7 +127,7 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
         full_pass = searched_pass(src, index, inv_norms, int(candidates), threshold, full_pass,
                                   counts)
     result = pursue(src, inv_norms, float(norms.max()), full_pass, b, int(k), nonnegative, tol,
-                    normalize, scale, refresh)
+                    normalize, scale, refresh, off)
     return replace(result, search_info=counts) if counts else result
 
 
@@ -177,8 +180,10 @@ def searched_pass(src: AtomSource, index: SearchIndex, inv_norms: np.ndarray, m:
 
 def pursue(src: AtomSource, inv_norms: np.ndarray, max_norm: float, full_pass: FullPass,
            b: np.ndarray, k: int, nonnegative: bool, tol: float, normalize: bool,
-           scale: np.ndarray | None, refresh: int) -> PursuitResult:
-    """The pursuit loop over validated arguments; ``full_pass`` scores all atoms.
+           scale: np.ndarray | None, refresh: int, off: np.ndarray | None = None
+           ) -> PursuitResult:
+    """The pursuit loop over validated arguments; ``full_pass`` scores all atoms, ``off``
+    (bool per atom, or None) marks atoms never to pick.
 
     Row data (the picked atom, lazy candidates) is read from ``src`` here; only the full passes
     are delegated, so the same loop runs over one array or over shards on a cluster.
@@ -190,6 +195,8 @@ def pursue(src: AtomSource, inv_norms: np.ndarray, max_norm: float, full_pass: F
     b_norm = float(np.linalg.norm(b))
     threshold = tol * b_norm * (1.0 if normalize else max_norm)
     excluded = ~positive  # zero atoms can never help
+    if off is not None:
+        excluded |= off
     banned = excluded.copy()
 
     X = np.zeros((k, d))
@@ -312,6 +319,17 @@ def validate(atoms: Atoms, target: np.ndarray, k: int, tol: float, block_rows: i
         if not (np.isfinite(scale).all() and (scale >= 0).all()):
             raise ValueError("column_scale must be finite and >= 0")
     return src, b, scale
+
+
+def excluded_rows(exclude: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``exclude`` as a bool array of ``n`` rows (None stays None); a ``ValueError`` otherwise."""
+    if exclude is None:
+        return None
+    off = np.asarray(exclude)
+    if off.dtype != np.bool_ or off.shape != (n,):
+        raise ValueError(f"exclude must be a bool array of shape ({n},), got "
+                         f"{off.dtype} {off.shape}")
+    return off.copy()
 
 
 def check_count(name: str, value: object) -> None:

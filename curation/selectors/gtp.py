@@ -55,7 +55,7 @@ from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS
 from curation.search import SEARCH_BACKENDS
 from curation.selectors.base import SelectionInputs, Selector
-from curation.selectors.gtp_rounds import RoundsResult, pursue_rounds
+from curation.selectors.gtp_rounds import RoundsResult, over_unpicked, pursue_rounds
 from curation.selectors.gtp_targets import (
     TARGETS,
     split_budget,
@@ -138,18 +138,20 @@ class GTPSelector(Selector):
 
         index = self._search_index(store)
 
-        def run(parts, target, budget):
-            # the index covers the whole store: it serves the first round; later rounds, over
-            # the rows not yet picked, score those rows exactly
-            if index is not None and sum(len(p.open()) for p in parts) == store.n:
-                return pursuit(parts, target, budget, search=self.search, index=index,
-                               **options)
+        def pursue_rows(parts, target, budget):
             if self.shards > 1:
                 n = sum(len(p.open()) for p in parts)
                 return sharded_pursuit(parts, target, budget, shards=min(self.shards, n),
                                        scheduler=self.scheduler or None, **options)
             return pursuit(parts, target, budget, **options)
 
+        def searched(atoms, target, budget, taken):
+            # the index covers the whole store: every round, cluster and class searches it
+            # with the rows it may not pick masked, in pool row numbers
+            return pursuit(atoms, target, budget, search=self.search, index=index,
+                           exclude=taken, **options)
+
+        run = over_unpicked(pursue_rows) if index is None else searched
         taken = np.zeros(store.n, bool)
         result, carry = RoundsResult(), 0
         for target, share, budget, label in zip(targets, shares, split_budget(k, shares),
@@ -182,9 +184,6 @@ class GTPSelector(Selector):
         if self.shards > 1 or self.refresh > 1:
             raise CurationError(f"gtp 'search': {self.search!r} searches the store's index "
                                 "in process; set shards=1 and refresh=1")
-        if self.target != "mean":
-            raise CurationError(f"gtp 'search': {self.search!r} needs target='mean' (its index "
-                                f"covers the whole store, a per-{self.target} pursuit does not)")
         from curation.datastore.index import store_index
 
         return store_index(store, self.search)

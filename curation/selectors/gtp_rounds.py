@@ -18,14 +18,17 @@ excluded, and a pick of the round itself that exceeds it against an earlier pick
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from curation.pursuit import MappedRows, PursuitResult
 
-# ``run(atoms, target, k)``: one pursuit (in process or sharded) with the selector's options.
-RunPursuit = Callable[[list, np.ndarray, int], PursuitResult]
+# ``run(atoms, target, k, taken)``: one pursuit with the selector's options over the rows of
+# ``atoms`` not ``taken``, its indices in pool row numbers (``over_unpicked`` makes one from a
+# pursuit over row runs; an index-searched pursuit masks the rows instead).
+RunPursuit = Callable[[list, np.ndarray, int, np.ndarray], PursuitResult]
+PursueRows = Callable[[list, np.ndarray, int], PursuitResult]
 
 
 @dataclass
@@ -61,15 +64,15 @@ def pursue_rounds(atoms: list[MappedRows], target: np.ndarray, k: int, run: RunP
     while len(out.indices) < want and (max_rounds == 0 or len(out.rounds) < max_rounds):
         if guard and out.indices:
             taken |= near_duplicates(atoms, np.asarray(out.indices), ~taken, max_cosine, scale)
-        parts, rows = unpicked(atoms, taken)
-        if len(rows) == 0:
+        free = int((~taken).sum())
+        if free == 0:
             break
-        size = min(want - len(out.indices), len(rows))
-        result = run(parts, target, min(size, round_size) if round_size else size)
+        size = min(want - len(out.indices), free)
+        result = run(atoms, target, min(size, round_size) if round_size else size, taken)
         out.passes += int(result.passes)
         if len(result.indices) == 0:
             break
-        picked = rows[np.asarray(result.indices, np.int64)]
+        picked = np.asarray(result.indices, np.int64)
         taken[picked] = True
         keep = (_first_of_near_duplicates(atoms, picked, max_cosine, scale) if guard
                 else np.ones(len(picked), bool))
@@ -79,6 +82,16 @@ def pursue_rounds(atoms: list[MappedRows], target: np.ndarray, k: int, run: RunP
         out.rounds.append({"picks": int(keep.sum()),
                            "relative_residual": float(result.residual_norms[-1]) / norm})
     return out
+
+
+def over_unpicked(pursue_rows: PursueRows) -> RunPursuit:
+    """A ``RunPursuit`` that runs ``pursue_rows`` over the runs of rows not taken (no data
+    read to cut them) and maps its picks back to pool row numbers."""
+    def run(atoms: list, target: np.ndarray, k: int, taken: np.ndarray) -> PursuitResult:
+        parts, rows = unpicked(atoms, taken)
+        result = pursue_rows(parts, target, k)
+        return replace(result, indices=rows[np.asarray(result.indices, np.int64)])
+    return run
 
 
 def near_duplicates(atoms: list[MappedRows], picked: np.ndarray, candidates: np.ndarray,

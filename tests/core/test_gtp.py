@@ -114,7 +114,7 @@ def test_no_cosine_fill_when_no_atom_correlates(tmp_path) -> None:
 def test_rounds_spend_the_budget_past_the_first_pursuit(tmp_path) -> None:
     """d = 8 columns: one pursuit stops at <= 8 atoms (the residual is then zero or has no
     positive correlation left); further rounds, each over the rows not yet picked, fill k."""
-    from curation.selectors.gtp_rounds import pursue_rounds, unpicked
+    from curation.selectors.gtp_rounds import over_unpicked, pursue_rounds, unpicked
 
     rng = np.random.default_rng(3)
     pool = np.abs(rng.standard_normal((120, 2, 4))).astype(np.float16)
@@ -141,9 +141,19 @@ def test_rounds_spend_the_budget_past_the_first_pursuit(tmp_path) -> None:
     n2 = rounds[1]["picks"]
     np.testing.assert_array_equal(got.indices[len(single):len(single) + n2],
                                   rows[second.indices])
-    again = pursue_rounds(stores["pool"].atoms(), target.reshape(5, 8).mean(axis=0), 40,
-                          lambda parts, t, k: pursuit(parts, t, k), max_rounds=2)
+    mean = target.reshape(5, 8).mean(axis=0)
+    again = pursue_rounds(stores["pool"].atoms(), mean, 40,
+                          over_unpicked(lambda parts, t, k: pursuit(parts, t, k)), max_rounds=2)
     assert len(again.rounds) == 2 and again.indices == list(got.indices[:len(again.indices)])
+    # masking the taken rows (what an index-searched pursuit does) picks the same rows
+    sliced = pursue_rounds(stores["pool"].atoms(), mean, 40,
+                           over_unpicked(lambda parts, t, k: pursuit(parts, t, k)))
+    masked = pursue_rounds(stores["pool"].atoms(), mean, 40,
+                           lambda atoms, t, k, taken: pursuit(atoms, t, k, exclude=taken))
+    assert masked.indices == sliced.indices == list(got.indices)
+    assert [r["picks"] for r in masked.rounds] == [r["picks"] for r in sliced.rounds]
+    np.testing.assert_allclose([r["relative_residual"] for r in masked.rounds],
+                               [r["relative_residual"] for r in sliced.rounds], atol=1e-12)
 
 
 def test_cluster_and_example_targets_split_the_budget(tmp_path) -> None:

@@ -56,6 +56,25 @@ def test_exact_recovery() -> None:
     assert res.residual_norms[-1] < 1e-9 * np.linalg.norm(target)
 
 
+@pytest.mark.parametrize("search", ["exact", "faiss"])
+def test_exclude_is_a_pursuit_over_the_other_rows(search: str) -> None:
+    atoms, target, k = _case(5)
+    off = np.zeros(len(atoms), bool)
+    off[pursuit(atoms, target, k).indices[:3]] = True  # the best rows: the picks must change
+    off[::7] = True
+    kept = np.flatnonzero(~off)
+    got = pursuit(atoms, target, k, exclude=off, search=search)
+    ref = pursuit(atoms[kept], target, k)
+    assert not off[got.indices].any()
+    if search == "exact":  # the same pursuit, in the full rows' numbers
+        np.testing.assert_array_equal(got.indices, kept[ref.indices])
+        np.testing.assert_allclose(got.weights, ref.weights, rtol=1e-9)
+    else:  # 200 rows and 1024 candidates per list: the index returns every row
+        np.testing.assert_allclose(got.residual_norms[-1], ref.residual_norms[-1], rtol=1e-6)
+    with pytest.raises(ValueError, match="exclude must be a bool array"):
+        pursuit(atoms, target, k, exclude=np.flatnonzero(off))
+
+
 def test_near_duplicates_picked_once() -> None:
     rng = np.random.default_rng(3)
     others = rng.standard_normal((90, 48)).astype(np.float32)

@@ -136,8 +136,14 @@ def test_gtp_search_option(tmp_path) -> None:
     assert "indexes" in json.loads((pool.directory / "manifest.json").read_text())
     with pytest.raises(CurationError, match="search"):
         make_selector("gtp", target="mean", search="faiss", refresh=2).select(inputs, 8)
-    with pytest.raises(CurationError, match="target='mean'"):
-        make_selector("gtp", search="faiss").select(inputs, 8)
+    # every round and cluster searches the index, its picked rows masked
+    clustered = make_selector("gtp", search="faiss", clusters=2, max_cosine=0.99)
+    exact_clustered = make_selector("gtp", clusters=2, max_cosine=0.99).select(inputs, 40)
+    got = clustered.select(inputs, 40)
+    assert len(got) == 40 and len(np.unique(got.indices)) == 40
+    assert got.info["n_targets"] == exact_clustered.info["n_targets"]
+    assert got.info["relative_residual"] <= \
+        1.05 * exact_clustered.info["relative_residual"] + 1e-9
     with pytest.raises(CurationError, match="search"):
         make_selector("gtp", search="nope")
 
