@@ -76,10 +76,10 @@ bench: install
 # Selection quality on real data: four scenarios, budgets 1/5/10%, 3 seeds (~20 min on 2 cores).
 QUALITY := benchmarks/results
 bench-quality: install
-	$(BIN)/curation benchmark --scenario targeted-text --out $(QUALITY)/targeted-text
-	$(BIN)/curation benchmark --scenario general-text --test-size 2000 --out $(QUALITY)/general-text
-	$(BIN)/curation benchmark --scenario noisy-text --out $(QUALITY)/noisy-text
-	$(BIN)/curation benchmark --scenario images --out $(QUALITY)/images
+	$(BIN)/curation benchmark --scenario targeted-text --resume --out $(QUALITY)/targeted-text
+	$(BIN)/curation benchmark --scenario general-text --test-size 2000 --resume --out $(QUALITY)/general-text
+	$(BIN)/curation benchmark --scenario noisy-text --resume --out $(QUALITY)/noisy-text
+	$(BIN)/curation benchmark --scenario images --resume --out $(QUALITY)/images
 	$(BIN)/python benchmarks/quality_report.py $(QUALITY)
 
 # The causal-LM path (LoRA gradients, held-out perplexity): about 15 min on 2 cores.
@@ -99,7 +99,7 @@ bench-instruct: install
 		OMP_WAIT_POLICY=PASSIVE $(BIN)/curation benchmark --scenario instruct \
 			--target-task $$task --proxy causal-lm --lm-base smollm2-135m \
 			--methods random,less,gtp --budgets 0.01,0.05 --seeds 3 --pool-size 1000 \
-			--test-size 200 --out $(QUALITY)/instruct-$$task || exit 1; \
+			--test-size 200 --resume --out $(QUALITY)/instruct-$$task || exit 1; \
 	done
 
 # Per-example LoRA gradient features on SmolLM2 against the LESS loop (benchmarks/LM_GRADIENTS.md).

@@ -10,6 +10,7 @@ full pool is evaluated once per seed as the ``full`` reference. Results are writ
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -92,18 +93,29 @@ class BenchmarkConfig:
 
 
 def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: BenchmarkConfig,
-                  work_dir: str | Path, progress: bool = True) -> list[dict]:
+                  work_dir: str | Path, progress: bool = True,
+                  checkpoint: str | Path | None = None, resume: bool = False) -> list[dict]:
     """Run the grid and return one record per (method, budget, seed) plus ``full`` per seed
     (and, where the kind defines one, ``warmup``: the warmed-up proxy without training on any
-    subset, budget 0). Every subset is scored by ``curation.evaluate.evaluate_subsets``."""
+    subset, budget 0). Every subset is scored by ``curation.evaluate.evaluate_subsets``.
+
+    ``checkpoint``: the records so far are written there (atomically) after every seed, so a
+    run cut off loses at most its current seed; with ``resume`` the seeds already recorded
+    there by the same grid (seeds aside) on the same data are taken from it, not run again.
+    """
     config.validate(len(pool), target is not None)
     work_dir = Path(work_dir)
     data = EvalData(pool, test, target, work_dir, progress=progress)
     extra = _pool_flags(pool, target)
     grid = list(itertools.product(config.seeds, config.methods, config.budgets))
-    records = []
+    key = grid_key(config, pool, test, target)
+    records = resumed_records(checkpoint, key, config.seeds) if resume and checkpoint else []
+    done = {r["seed"] for r in records}
     bar = tqdm(total=len(grid) + len(config.seeds), desc="benchmark", disable=not progress)
+    bar.update(sum(1 for s, *_ in grid if s in done) + len(done))
     for seed in config.seeds:
+        if seed in done:
+            continue
         settings = _seeded(config.settings, seed)
         scorer = config.kind.scorer(data, settings=settings, evaluation=config.evaluation,
                                     lm_evaluation=config.lm_evaluation)
@@ -139,8 +151,40 @@ def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: Benchmark
                 **_redundancy(pool, rows),
             })
             bar.update()
+        if checkpoint is not None:
+            write_json(checkpoint, {"grid": key, "records": records})
     bar.close()
     return records
+
+
+def grid_key(config: BenchmarkConfig, pool: Pool, test: Pool, target: Pool | None) -> str:
+    """What a seed's records depend on besides its seed: the config without its seed list and
+    the three splits' contents."""
+    from pydantic import TypeAdapter
+
+    values = TypeAdapter(type(config)).dump_python(config, mode="json")
+    values.pop("seeds")
+    return config_hash({"config": values, "pool": pool.content_hash,
+                        "test": test.content_hash,
+                        "target": None if target is None else target.content_hash})
+
+
+def resumed_records(checkpoint: str | Path, key: str, seeds: Sequence[int]) -> list[dict]:
+    """The records of ``seeds`` that ``checkpoint`` holds (none if it does not exist); a
+    ``CurationError`` when it was written by another grid or other data."""
+    path = Path(checkpoint)
+    if not path.exists():
+        return []
+    try:
+        saved = json.loads(path.read_text())
+        grid, records = saved["grid"], saved["records"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CurationError(f"{path}: not a benchmark checkpoint ({exc}); delete it or run "
+                            "without --resume") from None
+    if grid != key:
+        raise CurationError(f"{path} records another grid or other data (key {grid}, this run "
+                            f"{key}); run without --resume to start over")
+    return [r for r in records if r.get("seed") in set(seeds)]
 
 
 def write_report(records: Sequence[dict], out_dir: str | Path, title: str = "",

@@ -66,6 +66,10 @@ def benchmark(
              "base).")] = 4000,
     work_dir: Annotated[Path | None, typer.Option(help="Cache for embeddings, proxies, stores.")]
     = None,
+    resume: Annotated[bool, typer.Option(
+        help="Take the seeds that --out/results.partial.json already records (written after "
+             "every seed of a run that was cut off) instead of running them again; refused "
+             "if it was written by another grid or other data.")] = False,
 ) -> None:
     """Compare selectors: methods x budgets x seeds, each subset trained fresh and tested.
 
@@ -129,9 +133,12 @@ def benchmark(
             work, pool_data, target_data, checkpoints=checkpoints, dim=dim, base=lm_base,
             pretrain_docs=pretrain_docs if scenario is not None and lm_base is None else 0,
             train_base=None if named else True, progress=True))
-        records = run_benchmark(pool_data, test_data, target_data, config, work)
+        checkpoint = out / "results.partial.json"
+        records = run_benchmark(pool_data, test_data, target_data, config, work,
+                                checkpoint=checkpoint, resume=resume)
         title = (f"{scenario} ({proxy})" if scenario and defaults.get("titled")
                  else scenario or "")
         report = write_report(records, out, title=title, metric=config.metric)
+        checkpoint.unlink(missing_ok=True)  # results.json now holds every record
     console.print(report["table"])
     console.print(f"results -> {report['results']}, plot -> {report['plot']}")

@@ -52,3 +52,26 @@ def test_target_methods_need_a_target(splits, tmp_path):
     pool, test, _ = splits
     with pytest.raises(CurationError, match=r"\['less'\] need a target"):
         run_benchmark(pool, test, None, BenchmarkConfig(methods=("random", "less")), tmp_path)
+
+
+def test_checkpoint_after_every_seed_and_resume(splits, tmp_path):
+    pool, test, target = splits
+    settings = GradientSettings(datastore=DatastoreSpec(dim=32))
+    config = BenchmarkConfig(methods=("random",), budgets=(40,), seeds=(0,), settings=settings)
+    checkpoint = tmp_path / "out" / "results.partial.json"
+    first = run_benchmark(pool, test, target, config, tmp_path / "work", progress=False,
+                          checkpoint=checkpoint)
+    saved = json.loads(checkpoint.read_text())
+    assert saved["records"] == json.loads(json.dumps(first))
+    # a marked record proves that resuming takes seed 0 from the checkpoint, not a rerun
+    saved["records"][0]["test_accuracy"] = -1.0
+    checkpoint.write_text(json.dumps(saved))
+    more = BenchmarkConfig(methods=("random",), budgets=(40,), seeds=(0, 1), settings=settings)
+    records = run_benchmark(pool, test, target, more, tmp_path / "work", progress=False,
+                            checkpoint=checkpoint, resume=True)
+    assert records[0]["test_accuracy"] == -1.0 and {r["seed"] for r in records} == {0, 1}
+    assert json.loads(checkpoint.read_text())["records"] == json.loads(json.dumps(records))
+    other = BenchmarkConfig(methods=("random",), budgets=(20,), seeds=(0, 1), settings=settings)
+    with pytest.raises(CurationError, match="another grid or other data"):
+        run_benchmark(pool, test, target, other, tmp_path / "work", progress=False,
+                      checkpoint=checkpoint, resume=True)

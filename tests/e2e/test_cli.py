@@ -129,6 +129,14 @@ def test_benchmark_command_writes_results_summary_and_plot(home, digits_splits):
     records = json.loads((out / "results.json").read_text())
     assert {r["method"] for r in records} == {"full", "random", "el2n", "gtp"}
     assert (out / "plot.png").stat().st_size > 1000 and "gtp" in (out / "summary.md").read_text()
+    assert not (out / "results.partial.json").exists()  # results.json holds every record
+    # a checkpoint left by another grid is refused, not mixed in
+    (out / "results.partial.json").write_text(json.dumps({"grid": "other", "records": []}))
+    again = run("benchmark", "--pool", digits_splits.pool, "--test", digits_splits.test,
+                "--target", digits_splits.target, "--methods", "random", "--budgets", "0.1",
+                "--seeds", "1", "--dim", "32", "--out", out, "--resume", env_home=home)
+    assert again.returncode == 2 and "another grid or other data" in again.stderr
+    assert json.loads((out / "results.json").read_text()) == records
 
 
 def test_benchmark_bad_method_lists_the_valid_ones(home, digits_splits):
