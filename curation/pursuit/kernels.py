@@ -132,6 +132,31 @@ def _norms_half(block, sq, out):
             out[i] = _norm_half(block[i], sq, bits)
 
 
+def _rows_half(block, normalize, rows, norms):
+    """rows[i] = block[i] as float32 (divided by its norm with ``normalize``), norms[i] = its
+    norm; both nan for a row holding inf/nan. One pass, no float16 temporaries: numpy's
+    convert, norm and divide took 10 s of a 29 s index build over 1M x 1024 rows."""
+    n, d = block.shape
+    magic = _HALF_MAGIC
+    nchunks = (n + _F16_CHUNK - 1) // _F16_CHUNK
+    for c in prange(nchunks):
+        bits = np.empty(d, np.uint32)
+        for i in range(c * _F16_CHUNK, min(n, (c + 1) * _F16_CHUNK)):
+            bad = _half_bits(block[i], bits)
+            scaled = bits.view(np.float32)
+            acc = 0.0
+            for j in range(d):
+                v = scaled[j] * magic
+                rows[i, j] = v
+                acc += np.float64(v) * v
+            norm = np.nan if bad else np.sqrt(acc)
+            norms[i] = norm
+            if bad:
+                rows[i, :] = np.nan
+            elif normalize and norm > 0:
+                rows[i, :] *= np.float32(1.0 / norm)
+
+
 class _Twins(NamedTuple):
     serial: Callable
     parallel: Callable
@@ -155,6 +180,7 @@ def _twins(body: Callable) -> _Twins:
 # Keyed by ``half`` (float16 rows given as uint16 bits).
 _SCORES = {False: _twins(_scores_float), True: _twins(_scores_half)}
 _NORMS = {False: _twins(_norms_float), True: _twins(_norms_half)}
+_ROWS_HALF = _twins(_rows_half)
 
 
 def _twin(twins: _Twins, block: np.ndarray, serial: bool) -> Callable:
@@ -166,6 +192,15 @@ def score_block(block: np.ndarray, half: bool, r: np.ndarray, inv_norms: np.ndar
                 out: np.ndarray, serial: bool = False) -> None:
     """out = block @ r * inv_norms, on one thread for small blocks or if ``serial``."""
     _twin(_SCORES[half], block, serial)(block, r, inv_norms, out)
+
+
+def float_rows_half(block: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """float16 rows given as uint16 bits as float32 rows (unit rows with ``normalize``, zero
+    rows stay zero) and their float32 norms; nan for rows holding inf/nan."""
+    rows = np.empty(block.shape, np.float32)
+    norms = np.empty(len(block), np.float32)
+    _twin(_ROWS_HALF, block, False)(block, bool(normalize), rows, norms)
+    return rows, norms
 
 
 def norm_block(block: np.ndarray, half: bool, sq: np.ndarray, out: np.ndarray) -> None:

@@ -87,8 +87,10 @@ def sample(src: AtomSource, rows: int, seed: int, normalize: bool) -> np.ndarray
 def prepare(block: np.ndarray, half: bool, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
     """Rows as float32 (float16 given as uint16 bits read back as halves), divided by their
     norms with ``normalize``; and the norms."""
-    if half and block.dtype == np.uint16:
-        block = block.view(np.float16)
+    if half and block.dtype in (np.uint16, np.float16):
+        from curation.pursuit.kernels import float_rows_half
+
+        return float_rows_half(np.ascontiguousarray(block).view(np.uint16), normalize)
     rows = np.ascontiguousarray(block, dtype=np.float32)
     norms = np.linalg.norm(rows, axis=1)
     if normalize:

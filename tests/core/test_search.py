@@ -216,3 +216,23 @@ def test_checks_grow_the_candidates_when_the_index_misses() -> None:
     assert result.search_info["exact_passes"] >= 3
     assert result.search_info["candidates"] > 8
     assert result.indices[0] == exact.indices[0]
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_float16_rows_are_prepared_as_numpy_would(normalize: bool) -> None:
+    from curation.search.base import prepare
+
+    rows = (np.random.default_rng(0).standard_normal((300, 96)) * 0.01).astype(np.float16)
+    rows[3] = 0
+    got, norms = prepare(rows.view(np.uint16), True, normalize)
+    want = rows.astype(np.float64)
+    want_norms = np.linalg.norm(want, axis=1)
+    if normalize:
+        want /= np.where(want_norms > 0, want_norms, 1.0)[:, None]
+    assert got.dtype == norms.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(norms, want_norms, rtol=1e-6)
+    assert norms[3] == 0 and not got[3].any()
+    rows[5, 7] = np.inf
+    bad_rows, bad_norms = prepare(rows.view(np.uint16), True, normalize)
+    assert np.isnan(bad_norms[5]) and np.isnan(bad_rows[5]).all()
