@@ -124,17 +124,43 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
 
     if index is not None:
         threshold = tol * float(np.linalg.norm(b)) * (1.0 if normalize else float(norms.max()))
-        full_pass = searched_pass(src, index, inv_norms, int(candidates), threshold, full_pass,
-                                  counts)
+        full_pass = searched_pass(index_search(src, index, inv_norms), src.n, int(candidates),
+                                  threshold, full_pass, counts)
     result = pursue(src, inv_norms, float(norms.max()), full_pass, b, int(k), nonnegative, tol,
                     normalize, scale, refresh, off)
     return replace(result, search_info=counts) if counts else result
 
 
-def searched_pass(src: AtomSource, index: SearchIndex, inv_norms: np.ndarray, m: int,
-                  threshold: float, exact_pass: FullPass, counts: dict) -> FullPass:
-    """A ``FullPass`` that asks ``index`` for candidates (``m`` per list), re-scores them exactly
-    and falls back to ``exact_pass`` when no admissible candidate scores above ``threshold``.
+# ``search_best(rs, excluded, signed, m)``: the best admissible row among an index's ``m``
+# candidates per list, re-scored exactly; None when no candidate is admissible.
+SearchBest = Callable[[np.ndarray, np.ndarray, bool, int], "PassResult | None"]
+
+
+def index_search(src: AtomSource, index: SearchIndex, inv_norms: np.ndarray) -> SearchBest:
+    """A ``SearchBest`` over ``index``'s candidates, re-scored from ``src``'s rows."""
+    def search_best(rs, excluded, signed, m):
+        queries = np.stack([rs, -rs]) if signed else rs[None]
+        found = index.candidates(queries, m)
+        cand = np.unique(found[found >= 0])
+        cand = cand[~excluded[cand]]
+        if not len(cand):
+            return None
+        rows = src.rows(cand)
+        cand_scores = np.empty(len(cand))
+        # The exact pass's own kernel: the same scores it would give these rows.
+        score_block(rows.view(np.uint16) if src.half else rows, src.half, rs, inv_norms[cand],
+                    cand_scores, serial=True)
+        jc = pick(cand_scores, np.zeros(len(cand), np.bool_), signed)
+        return PassResult(int(cand[jc]), float(cand_scores[jc]))
+
+    return search_best
+
+
+def searched_pass(search_best: SearchBest, n: int, m: int, threshold: float,
+                  exact_pass: FullPass, counts: dict) -> FullPass:
+    """A ``FullPass`` that takes the best of an index's candidates (``search_best``, ``m`` per
+    list, over ``n`` rows) and falls back to ``exact_pass`` when no admissible candidate scores
+    above ``threshold``.
 
     Calibrated as it goes: on steps 1, 2, 4, ... and every ``_CHECK_EVERY``-th, one exact pass
     runs too and decides the step; when the candidates' best scored below ``_CHECK_RATIO`` of
@@ -142,7 +168,7 @@ def searched_pass(src: AtomSource, index: SearchIndex, inv_norms: np.ndarray, m:
     ``_MAX_CANDIDATES``) for the steps after. ``counts`` gets the final ``m``, the steps and the
     exact passes run.
     """
-    counts.update(candidates=min(m, index.n), exact_passes=0, steps=0)
+    counts.update(candidates=min(m, n), exact_passes=0, steps=0)
 
     def exact(rs, excluded, banned, signed):
         counts["exact_passes"] += 1
@@ -151,19 +177,7 @@ def searched_pass(src: AtomSource, index: SearchIndex, inv_norms: np.ndarray, m:
     def full_pass(rs, excluded, banned, signed, _m):
         counts["steps"] += 1
         step, m = counts["steps"], counts["candidates"]
-        queries = np.stack([rs, -rs]) if signed else rs[None]
-        found = index.candidates(queries, m)
-        cand = np.unique(found[found >= 0])
-        cand = cand[~excluded[cand]]
-        best = None
-        if len(cand):
-            rows = src.rows(cand)
-            cand_scores = np.empty(len(cand))
-            # The exact pass's own kernel: the same scores it would give these rows.
-            score_block(rows.view(np.uint16) if src.half else rows, src.half, rs,
-                        inv_norms[cand], cand_scores, serial=True)
-            jc = pick(cand_scores, np.zeros(len(cand), np.bool_), signed)
-            best = PassResult(int(cand[jc]), float(cand_scores[jc]))
+        best = search_best(rs, excluded, signed, m)
         key = -np.inf if best is None else abs(best.score) if signed else best.score
         if step & (step - 1) == 0 or step % _CHECK_EVERY == 0:
             result = exact(rs, excluded, banned, signed)

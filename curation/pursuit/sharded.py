@@ -6,18 +6,28 @@ winners are merged as one pass would give.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 
 from curation.pursuit.atoms import AtomPart, Atoms, AtomSource, MappedRows
-from curation.pursuit.driver import PursuitResult, check_count, pursue, validate
+from curation.pursuit.driver import (
+    _SEARCH_CANDIDATES,
+    PursuitResult,
+    check_count,
+    index_search,
+    pursue,
+    searched_pass,
+    validate,
+)
 from curation.pursuit.passes import PassResult, atom_norms, inverse_norms, pass_result, score_all
 
 
 def sharded_pursuit(atoms: Atoms, target: np.ndarray, k: int, *, shards: int, scheduler=None,
                     nonnegative: bool = True, tol: float = 1e-6, block_rows: int = 65536,
                     normalize: bool = True, column_scale: np.ndarray | None = None,
-                    refresh: int = 1) -> PursuitResult:
+                    refresh: int = 1, search: str = "exact",
+                    candidates: int = _SEARCH_CANDIDATES) -> PursuitResult:
     """``pursuit`` with the rows cut into ``shards`` ranges that are scored separately.
 
     Hierarchical: every full pass scores each shard against the residual and takes its winners
@@ -38,8 +48,21 @@ def sharded_pursuit(atoms: Atoms, target: np.ndarray, k: int, *, shards: int, sc
     file-backed atoms as ``MappedRows`` at a path the workers can read (a memory map would be
     copied). Row data for the refit and the lazy candidates is read here, at most 2048 rows
     per pass.
+
+    ``search`` (``"faiss"``): each holder builds the backend's index over the rows it holds and
+    keeps it; a step sends the residual out and each holder returns its best candidate,
+    re-scored exactly from its rows, with ``pursuit``'s exact checks and fallback (exact passes
+    over the shards). Approximate, as in ``pursuit``; the holders' indexes are not the
+    whole-store index, so the picks may differ from ``pursuit(search=...)``'s.
     """
+    from curation.search import search_backend  # faiss loads only when asked for
+
     src, b, scale = validate(atoms, target, k, tol, block_rows, column_scale, refresh)
+    backend = search_backend(search)
+    if not backend.exhaustive:
+        if refresh != 1:
+            raise ValueError(f"refresh must be 1 with search={search!r} (every step searches)")
+        check_count("candidates", candidates)
     check_count("shards", shards)
     if shards > src.n:
         raise ValueError(f"shards={shards} exceeds the number of atoms n={src.n}")
@@ -50,8 +73,15 @@ def sharded_pursuit(atoms: Atoms, target: np.ndarray, k: int, *, shards: int, sc
         norms = runner.norms()
         inv_norms = inverse_norms(norms, normalize)
         runner.set_inverse_norms(inv_norms)
-        return pursue(src, inv_norms, float(norms.max()), runner.full_pass, b, int(k),
-                      nonnegative, tol, normalize, scale, refresh)
+        full_pass, counts = runner.full_pass, {}
+        if not backend.exhaustive:
+            runner.build_index(search)
+            threshold = tol * float(np.linalg.norm(b)) * (1.0 if normalize else float(norms.max()))
+            full_pass = searched_pass(runner.search_best, src.n, int(candidates), threshold,
+                                      runner.full_pass, counts)
+        result = pursue(src, inv_norms, float(norms.max()), full_pass, b, int(k), nonnegative,
+                        tol, normalize, scale, refresh)
+        return replace(result, search_info=counts) if counts else result
 
 
 def _rows_in(mask: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -85,6 +115,20 @@ def _merge(passes: list[PassResult], bounds: np.ndarray, signed: bool, m: int) -
     return PassResult(j, score, rows[keep], keys[keep], max(left_outs))
 
 
+def _merge_best(bests: list[PassResult | None], edges: np.ndarray, signed: bool
+                ) -> PassResult | None:
+    """The best of the holders' searched candidates (rows relative to each holder's first
+    row, at ``edges``), ties to the lower row; None if no holder had one."""
+    best, best_key = None, -np.inf
+    for found, lo in zip(bests, edges[:-1], strict=True):
+        if found is None:
+            continue
+        key = abs(found.score) if signed else found.score
+        if key > best_key:
+            best, best_key = PassResult(int(lo + found.j), found.score), key
+    return best
+
+
 class ShardHolder:
     """Consecutive shards (rows ``[bounds[0], bounds[-1])``) held in memory, scored on request.
 
@@ -103,6 +147,7 @@ class ShardHolder:
         self.sq, self.block_rows, self.threads = sq, block_rows, threads
         self.inv_norms: list[np.ndarray] = []
         self.scores = [np.empty(s.n) for s in self.sources]
+        self.search_best = None  # set by ``build_index``
 
     def _use_threads(self) -> None:
         # Numba's thread count is per calling thread: set it in the thread that scores.
@@ -119,6 +164,21 @@ class ShardHolder:
     def set_inverse_norms(self, inv_norms: np.ndarray) -> None:
         self.inv_norms = [inv_norms[lo:hi] for lo, hi in zip(self.bounds[:-1], self.bounds[1:],
                                                               strict=True)]
+
+    def build_index(self, search: str) -> None:
+        """Build ``search``'s index over the held rows (kept for the pursuit's steps)."""
+        from curation.search import search_backend
+
+        rows = AtomSource([p for src in self.sources for p in src.parts])
+        index = search_backend(search).build(rows, normalize=True)
+        self.search_best = index_search(rows, index, np.concatenate(self.inv_norms))
+
+    def search(self, r: np.ndarray, excluded: np.ndarray, signed: bool, m: int
+               ) -> PassResult | None:
+        """The best admissible of the index's candidates for ``r``; rows (``excluded`` too)
+        relative to the first held row."""
+        self._use_threads()
+        return self.search_best(r, _mask(excluded, int(self.bounds[-1])), signed, m)
 
     def full_pass(self, r: np.ndarray, excluded: np.ndarray, banned: np.ndarray, signed: bool,
                   m: int) -> PassResult:
@@ -151,6 +211,12 @@ class _InProcess:
     def full_pass(self, r, excluded, banned, signed, m) -> PassResult:
         return self.holder.full_pass(r, np.flatnonzero(excluded), np.flatnonzero(banned),
                                      signed, m)
+
+    def build_index(self, search: str) -> None:
+        self.holder.build_index(search)
+
+    def search_best(self, r, excluded, signed, m) -> PassResult | None:
+        return self.holder.search(r, np.flatnonzero(excluded), signed, m)
 
 
 class _OnDask:
@@ -190,6 +256,15 @@ class _OnDask:
         calls = [h.full_pass(r, _rows_in(excluded, lo, hi), _rows_in(banned, lo, hi), signed, m)
                  for h, lo, hi in zip(self.holders, self.edges[:-1], self.edges[1:], strict=True)]
         return _merge([call.result() for call in calls], self.edges, signed, m)
+
+    def build_index(self, search: str) -> None:
+        for call in [h.build_index(search) for h in self.holders]:
+            call.result()
+
+    def search_best(self, r, excluded, signed, m) -> PassResult | None:
+        calls = [h.search(r, _rows_in(excluded, lo, hi), signed, m)
+                 for h, lo, hi in zip(self.holders, self.edges[:-1], self.edges[1:], strict=True)]
+        return _merge_best([call.result() for call in calls], self.edges, signed)
 
 
 @contextmanager

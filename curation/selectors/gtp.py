@@ -110,7 +110,8 @@ class GTPSelector(Selector):
                                                    "'' runs in this process.")
     search: choice(SEARCH_BACKENDS) = Field(
         default="exact", description="Each pursuit step: exact (score every atom) or faiss "
-                                     "(the store's inner-product index; approximate).")
+                                     "(the store's inner-product index, or with shards one "
+                                     "per shard holder; approximate).")
     name = "gtp"
     needs = ("gradients", "target")
     execution_only = ("scheduler",)
@@ -142,7 +143,8 @@ class GTPSelector(Selector):
             if self.shards > 1:
                 n = sum(len(p.open()) for p in parts)
                 return sharded_pursuit(parts, target, budget, shards=min(self.shards, n),
-                                       scheduler=self.scheduler or None, **options)
+                                       scheduler=self.scheduler or None, search=self.search,
+                                       **options)
             return pursuit(parts, target, budget, **options)
 
         def searched(atoms, target, budget, taken):
@@ -178,12 +180,15 @@ class GTPSelector(Selector):
                 "passes": int(result.passes)}
 
     def _search_index(self, store: GradientStore):
-        """The store's search index for ``search``, or None for exact search."""
+        """The store's search index for ``search``; None for exact search, and with shards
+        (``sharded_pursuit`` indexes each holder's rows)."""
         if self.search == "exact":
             return None
-        if self.shards > 1 or self.refresh > 1:
-            raise CurationError(f"gtp 'search': {self.search!r} searches the store's index "
-                                "in process; set shards=1 and refresh=1")
+        if self.refresh > 1:
+            raise CurationError(f"gtp 'search': {self.search!r} searches at every step; set "
+                                "refresh=1")
+        if self.shards > 1:  # each shard holder builds and keeps an index over its rows
+            return None
         from curation.datastore.index import store_index
 
         return store_index(store, self.search)

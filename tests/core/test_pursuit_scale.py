@@ -165,6 +165,19 @@ def test_sharded_equals_pursuit_for_any_shard_count(nonnegative: bool, monkeypat
                                   pursuit(tied, target, 5).indices)
 
 
+def test_sharded_search_in_process_equals_pursuit_search() -> None:
+    """In process one holder indexes every row: the same index, so the same picks."""
+    atoms, target = _gradient_like(6, n=3000, d=48)
+    half = atoms.astype(np.float16)
+    ref = pursuit(half, target, 30, search="faiss", candidates=64)
+    got = sharded_pursuit(half, target, 30, shards=3, search="faiss", candidates=64)
+    np.testing.assert_array_equal(got.indices, ref.indices)
+    np.testing.assert_array_equal(got.weights, ref.weights)
+    assert got.search_info == ref.search_info and got.search_info["steps"] >= 30
+    with pytest.raises(ValueError, match="refresh must be 1"):
+        sharded_pursuit(half, target, 5, shards=2, search="faiss", refresh=3)
+
+
 def test_validation_of_scale_options(tmp_path) -> None:
     atoms, target = _problem(0)
     for kwargs, message in [({"refresh": 0}, "refresh must be >= 1"),
@@ -208,6 +221,12 @@ def test_dask_local_cluster_equals_in_process(tmp_path, monkeypatch) -> None:
             # in-memory rows are sent to the workers once and reused by every pass
             by_client = sharded_pursuit(atoms.astype(np.float16), target, 30, shards=3,
                                         refresh=5, scheduler=client)
+        # each worker indexes its own rows; a step gets one best candidate back per worker
+        searched = sharded_pursuit(parts, target, 30, shards=3, search="faiss", candidates=64,
+                                   scheduler=cluster.scheduler_address)
+    exact = pursuit(parts, target, 30)
+    assert len(np.unique(searched.indices)) == 30 and searched.search_info["steps"] >= 30
+    assert searched.residual_norms[-1] <= 1.05 * exact.residual_norms[-1]
     for other in (by_address, by_client):
         np.testing.assert_array_equal(other.indices, local.indices)
         np.testing.assert_array_equal(other.weights, local.weights)

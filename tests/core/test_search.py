@@ -142,6 +142,11 @@ def test_gtp_search_option(tmp_path) -> None:
     got = clustered.select(inputs, 40)
     assert len(got) == 40 and len(np.unique(got.indices)) == 40
     assert got.info["n_targets"] == exact_clustered.info["n_targets"]
+    # with shards, each shard holder indexes its own rows (in process here)
+    sharded = make_selector("gtp", search="faiss", clusters=2, shards=2).select(inputs, 40)
+    assert len(np.unique(sharded.indices)) == 40
+    assert sharded.info["relative_residual"] <= \
+        1.05 * exact_clustered.info["relative_residual"] + 1e-9
     assert got.info["relative_residual"] <= \
         1.05 * exact_clustered.info["relative_residual"] + 1e-9
     with pytest.raises(CurationError, match="search"):
