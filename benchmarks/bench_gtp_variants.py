@@ -1,11 +1,13 @@
 """GTP option variants on one quality-benchmark scenario and seed, and a class-mix diagnostic.
 
-    python benchmarks/bench_gtp_variants.py variants SCENARIO '{"name": ["gtp", {options}]}' [SEED]
+    python benchmarks/bench_gtp_variants.py variants SCENARIO '{"name": ["gtp", {options}]}' [SEED] [CHAIN]
     python benchmarks/bench_gtp_variants.py mix SCENARIO [SEED]
 
 Both use the chain, cache ($CURATION_HOME/work) and trainer of one seed of ``curation benchmark
 --scenario SCENARIO`` (linear proxy, 4 checkpoints, 1,024-d; general-text with 2,000 test
-rows), so a variant's numbers are what the benchmark would print for it. ``variants`` prints
+rows), so a variant's numbers are what the benchmark would print for it. ``CHAIN`` (JSON)
+overrides the chain's settings for every entry, e.g. ``'{"warmup": {"epochs": 8},
+"datastore": {"dim": 256}}'`` (fields of ``WarmupConfig`` and ``DatastoreSpec``). ``variants`` prints
 target test accuracy at 1 / 5 / 10% per named (method, options) entry, with redundant
 near-duplicate picks ``(rN)`` where the pool has them and the distinct classes ``[cN]``; a name
 ending in ``+w`` trains on the selection weights. ``mix`` (labelled pools) asks whether GTP's
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +39,7 @@ from curation.workflow import run_selection  # noqa: E402
 BUDGETS = (0.01, 0.05, 0.1)
 
 
-def chain(scenario: str, seed: int):
+def chain(scenario: str, seed: int, overrides: dict | None = None):
     """(pool, target, test, settings, work dir, scorer factory) as the benchmark builds them."""
     work = work_directory(None)
     tables = build_scenario(ScenarioConfig(scenario, pool_size=3000,
@@ -47,6 +50,12 @@ def chain(scenario: str, seed: int):
     test = load_pool(paths.test, role="test", require_label=True, pool=pool)
     kind = proxy_kind("linear")
     settings = _seeded(kind.settings(work, pool, target), seed)
+    overrides = overrides or {}
+    unknown = set(overrides) - {"warmup", "datastore"}
+    if unknown:
+        raise SystemExit(f"CHAIN: unknown section(s) {sorted(unknown)}; expected warmup, datastore")
+    settings = replace(settings, warmup=replace(settings.warmup, **overrides.get("warmup", {})),
+                       datastore=replace(settings.datastore, **overrides.get("datastore", {})))
 
     def scorer(weights: bool):
         return kind.scorer(EvalData(pool, test, target, work), settings=settings,
@@ -54,8 +63,8 @@ def chain(scenario: str, seed: int):
     return pool, target, test, settings, work, scorer
 
 
-def variants(scenario: str, entries: dict, seed: int) -> None:
-    pool, target, _, settings, work, scorer = chain(scenario, seed)
+def variants(scenario: str, entries: dict, seed: int, overrides: dict | None = None) -> None:
+    pool, target, _, settings, work, scorer = chain(scenario, seed, overrides)
     runs = []
     for name, (method, options) in entries.items():
         for budget in BUDGETS:
@@ -72,7 +81,8 @@ def variants(scenario: str, entries: dict, seed: int) -> None:
             scorer(True), [(runs[i][1].indices, runs[i][1].weights) for i in weighted], [seed]),
             strict=True):
         scores[i] = score
-    print(f"# {scenario} seed {seed}; full pool {full.metrics['test_accuracy']:.3f}")
+    print(f"# {scenario} seed {seed} chain {json.dumps(overrides or {})}; "
+          f"full pool {full.metrics['test_accuracy']:.3f}")
     labels, cells = pool.labels, {}
     for (name, selection), score in zip(runs, scores, strict=True):
         redundant = _redundancy(pool, selection.indices)
@@ -114,7 +124,8 @@ def mix(scenario: str, seed: int) -> None:
 if __name__ == "__main__":
     command, scenario = sys.argv[1], sys.argv[2]
     if command == "variants":
-        variants(scenario, json.loads(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+        variants(scenario, json.loads(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0,
+                 json.loads(sys.argv[5]) if len(sys.argv) > 5 else None)
     elif command == "mix":
         mix(scenario, int(sys.argv[3]) if len(sys.argv) > 3 else 0)
     else:
