@@ -125,8 +125,9 @@ def run_benchmark(pool: Pool, test: Pool, target: Pool | None, config: Benchmark
             if takes_seed(method):
                 options.setdefault("seed", seed)
             selector = make_selector(method, **options)
+            # progress: a seed's gradient stores (minutes on an LM) show their bars
             runs.append((method, budget, *run_selection(pool, target, selector, budget, work_dir,
-                                                        settings)))
+                                                        settings, progress=progress)))
         full, *scores = evaluate_subsets(scorer, [(s.indices, s.weights) for *_, s, _ in runs],
                                          [seed], pool_size=len(pool))
         records.append({"method": "full", "budget": 1.0, "seed": seed, "n_selected": len(pool),
