@@ -101,9 +101,7 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
     if backend.exhaustive:
         index = None
     else:
-        if refresh != 1:
-            raise ValueError(f"refresh must be 1 with search={search!r} (every step searches)")
-        check_count("candidates", candidates)
+        check_search(search, refresh, candidates)
         index = backend.build(src, normalize=True) if index is None else index
         if (index.n, index.d) != (src.n, src.d):
             raise ValueError(f"index shape {(index.n, index.d)} does not match atoms shape "
@@ -123,7 +121,7 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
                            signed, m)
 
     if index is not None:
-        threshold = tol * float(np.linalg.norm(b)) * (1.0 if normalize else float(norms.max()))
+        threshold = stop_threshold(tol, b, normalize, norms)
         full_pass = searched_pass(index_search(src, index, inv_norms), src.n, int(candidates),
                                   threshold, full_pass, counts)
     result = pursue(src, inv_norms, float(norms.max()), full_pass, b, int(k), nonnegative, tol,
@@ -344,6 +342,19 @@ def excluded_rows(exclude: np.ndarray | None, n: int) -> np.ndarray | None:
         raise ValueError(f"exclude must be a bool array of shape ({n},), got "
                          f"{off.dtype} {off.shape}")
     return off.copy()
+
+
+def check_search(search: str, refresh: int, candidates: int) -> None:
+    """The arguments an index-searched pursuit needs; a ``ValueError`` naming the bad one."""
+    if refresh != 1:
+        raise ValueError(f"refresh must be 1 with search={search!r} (every step searches)")
+    check_count("candidates", candidates)
+
+
+def stop_threshold(tol: float, b: np.ndarray, normalize: bool, norms: np.ndarray) -> float:
+    """The score a pick must beat: ``tol`` times the target's norm (times the largest atom
+    norm when scores are not normalized)."""
+    return tol * float(np.linalg.norm(b)) * (1.0 if normalize else float(norms.max()))
 
 
 def check_count(name: str, value: object) -> None:

@@ -15,9 +15,11 @@ from curation.pursuit.driver import (
     _SEARCH_CANDIDATES,
     PursuitResult,
     check_count,
+    check_search,
     index_search,
     pursue,
     searched_pass,
+    stop_threshold,
     validate,
 )
 from curation.pursuit.passes import PassResult, atom_norms, inverse_norms, pass_result, score_all
@@ -60,9 +62,7 @@ def sharded_pursuit(atoms: Atoms, target: np.ndarray, k: int, *, shards: int, sc
     src, b, scale = validate(atoms, target, k, tol, block_rows, column_scale, refresh)
     backend = search_backend(search)
     if not backend.exhaustive:
-        if refresh != 1:
-            raise ValueError(f"refresh must be 1 with search={search!r} (every step searches)")
-        check_count("candidates", candidates)
+        check_search(search, refresh, candidates)
     check_count("shards", shards)
     if shards > src.n:
         raise ValueError(f"shards={shards} exceeds the number of atoms n={src.n}")
@@ -76,7 +76,7 @@ def sharded_pursuit(atoms: Atoms, target: np.ndarray, k: int, *, shards: int, sc
         full_pass, counts = runner.full_pass, {}
         if not backend.exhaustive:
             runner.build_index(search)
-            threshold = tol * float(np.linalg.norm(b)) * (1.0 if normalize else float(norms.max()))
+            threshold = stop_threshold(tol, b, normalize, norms)
             full_pass = searched_pass(runner.search_best, src.n, int(candidates), threshold,
                                       runner.full_pass, counts)
         result = pursue(src, inv_norms, float(norms.max()), full_pass, b, int(k), nonnegative,
