@@ -4,6 +4,7 @@ file, or a list of such row blocks, read as their concatenation by ``AtomSource`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,6 +44,9 @@ class MappedRows:
 
         Not through a mapping: a page fault maps the whole page-cache folio around it, so
         gathering 2048 scattered rows of a 1 GB file through a memory map made ~1 GB resident.
+        One ``preadv`` per run of consecutive rows straight into the output, no buffered file
+        object: 16,384 scattered rows of a 2 GB store in 34 ms against 68 ms by seek and
+        ``readinto`` (a buffered reader's per-call cost, not the copy, dominated).
         """
         view = self.open()  # validates the rows; its mapping is never touched
         rows = np.asarray(rows, dtype=np.int64)
@@ -50,13 +54,32 @@ class MappedRows:
             raise ValueError(f"{self.path}: rows must lie in [0, {len(view)}), got "
                              f"{rows.min()}..{rows.max()}")
         out = np.empty((len(rows), view.shape[1]), view.dtype)
+        if not len(rows):
+            return out
         row_bytes = out.shape[1] * out.dtype.itemsize
-        with open(self.path, "rb") as f:
-            for i, row in enumerate(rows):
-                f.seek(view.offset + (self.start + int(row)) * row_bytes)
-                if f.readinto(out[i].view(np.uint8)) != row_bytes:
-                    raise ValueError(f"{self.path}: short read at row {self.start + int(row)}")
+        buffer = memoryview(out.reshape(-1).view(np.uint8))
+        first = np.flatnonzero(np.diff(rows, prepend=-2) != 1)  # where each run starts
+        ends = np.append(first[1:], len(rows))
+        base = view.offset + self.start * row_bytes
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for a, b, row in zip(first.tolist(), ends.tolist(), rows[first].tolist(),
+                                 strict=True):
+                _read_fully(fd, buffer[a * row_bytes:b * row_bytes], base + row * row_bytes,
+                            self.path, self.start + row)
+        finally:
+            os.close(fd)
         return out
+
+
+def _read_fully(fd: int, into: memoryview, offset: int, path: str, row: int) -> None:
+    """Fill ``into`` from ``offset`` of ``fd`` (a read may return fewer bytes than asked)."""
+    done = 0
+    while done < len(into):
+        got = os.preadv(fd, [into[done:]], offset + done)
+        if got == 0:
+            raise ValueError(f"{path}: short read at row {row}")
+        done += got
 
 
 AtomPart = np.ndarray | MappedRows

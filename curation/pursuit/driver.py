@@ -14,6 +14,7 @@ from curation.pursuit.atoms import Atoms, AtomSource
 from curation.pursuit.kernels import pick, score_block
 from curation.pursuit.nnls import REJECT, add_and_refit, compact, residual
 from curation.pursuit.passes import PassResult, atom_norms, inverse_norms, pass_result, score_all
+from curation.pursuit.row_cache import RowCache
 
 if TYPE_CHECKING:
     from curation.search import SearchIndex
@@ -135,7 +136,10 @@ SearchBest = Callable[[np.ndarray, np.ndarray, bool, int], "PassResult | None"]
 
 
 def index_search(src: AtomSource, index: SearchIndex, inv_norms: np.ndarray) -> SearchBest:
-    """A ``SearchBest`` over ``index``'s candidates, re-scored from ``src``'s rows."""
+    """A ``SearchBest`` over ``index``'s candidates, re-scored from ``src``'s rows (through a
+    ``RowCache``: consecutive steps share most of their candidates)."""
+    cache = RowCache(src)
+
     def search_best(rs, excluded, signed, m):
         queries = np.stack([rs, -rs]) if signed else rs[None]
         found = index.candidates(queries, m)
@@ -143,7 +147,7 @@ def index_search(src: AtomSource, index: SearchIndex, inv_norms: np.ndarray) -> 
         cand = cand[~excluded[cand]]
         if not len(cand):
             return None
-        rows = src.rows(cand)
+        rows = cache.rows(cand)
         cand_scores = np.empty(len(cand))
         # The exact pass's own kernel: the same scores it would give these rows.
         score_block(rows.view(np.uint16) if src.half else rows, src.half, rs, inv_norms[cand],

@@ -231,3 +231,37 @@ def test_dask_local_cluster_equals_in_process(tmp_path, monkeypatch) -> None:
         np.testing.assert_array_equal(other.indices, local.indices)
         np.testing.assert_array_equal(other.weights, local.weights)
         np.testing.assert_array_equal(other.residual_norms, local.residual_norms)
+
+
+def test_mapped_rows_read_runs_and_scattered_rows(tmp_path) -> None:
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((300, 16)).astype(np.float16)
+    np.save(tmp_path / "a.npy", rows)
+    part = MappedRows(str(tmp_path / "a.npy"), 40, 290)
+    # runs of consecutive rows (read in one call each) mixed with single rows
+    picked = np.array([0, 1, 2, 3, 9, 50, 51, 200, 248, 249])
+    np.testing.assert_array_equal(part.read(picked), rows[40:290][picked])
+    np.testing.assert_array_equal(part.read(np.arange(250)), rows[40:290])
+    assert part.read(np.zeros(0, np.int64)).shape == (0, 16)
+
+
+def test_row_cache_returns_the_rows_and_keeps_the_recent_ones(tmp_path) -> None:
+    from curation.pursuit.row_cache import RowCache
+
+    rng = np.random.default_rng(8)
+    rows = rng.standard_normal((1000, 8)).astype(np.float16)
+    np.save(tmp_path / "a.npy", rows)
+    cache = RowCache(AtomSource(MappedRows(str(tmp_path / "a.npy"))), max_bytes=100 * 8 * 2)
+    assert cache.max_rows == 100
+    seen = set()
+    for _ in range(40):  # overlapping draws, as consecutive pursuit steps ask
+        ask = np.unique(rng.choice(150, 60, replace=False))
+        np.testing.assert_array_equal(cache.rows(ask), rows[ask])
+        seen.update(ask.tolist())
+        assert (cache.slot_of >= 0).sum() <= 100
+    assert cache.hits > cache.misses  # most asked rows were served from the cache
+    # the slots and the row numbers agree both ways
+    held = np.flatnonzero(cache.slot_of >= 0)
+    np.testing.assert_array_equal(cache.ids[cache.slot_of[held]], held)
+    # a call with more rows than the cache holds reads them all
+    np.testing.assert_array_equal(cache.rows(np.arange(500)), rows[:500])
