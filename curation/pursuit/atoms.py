@@ -65,8 +65,9 @@ class MappedRows:
         try:
             for a, b, row in zip(first.tolist(), ends.tolist(), rows[first].tolist(),
                                  strict=True):
-                _read_fully(fd, buffer[a * row_bytes:b * row_bytes], base + row * row_bytes,
-                            self.path, self.start + row)
+                into = buffer[a * row_bytes:b * row_bytes]
+                if os.preadv(fd, [into], base + row * row_bytes) != len(into):
+                    _read_fully(fd, into, base + row * row_bytes, self.path, self.start + row)
         finally:
             os.close(fd)
         return out

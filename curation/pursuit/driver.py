@@ -147,11 +147,8 @@ def index_search(src: AtomSource, index: SearchIndex, inv_norms: np.ndarray) -> 
         cand = cand[~excluded[cand]]
         if not len(cand):
             return None
-        rows = cache.rows(cand)
-        cand_scores = np.empty(len(cand))
-        # The exact pass's own kernel: the same scores it would give these rows.
-        score_block(rows.view(np.uint16) if src.half else rows, src.half, rs, inv_norms[cand],
-                    cand_scores, serial=True)
+        # The exact pass's own arithmetic: the same scores it would give these rows.
+        cand_scores = cache.scores(cand, rs, inv_norms[cand])
         jc = pick(cand_scores, np.zeros(len(cand), np.bool_), signed)
         return PassResult(int(cand[jc]), float(cand_scores[jc]))
 

@@ -116,6 +116,23 @@ def _scores_half(block, r, inv_norms, out):
             out[i] = _dot_half(block[i], r, bits) * inv_norms[i]
 
 
+def _scores_float_at(data, slots, r, inv_norms, out):
+    """out[i] = <data[slots[i]], r> * inv_norms[i]: ``_scores_float`` of gathered rows,
+    without the gathered copy."""
+    for i in prange(slots.shape[0]):
+        out[i] = dot_float(data[slots[i]], r) * inv_norms[i]
+
+
+def _scores_half_at(data, slots, r, inv_norms, out):
+    """As ``_scores_float_at`` for float16 rows given as uint16 bit patterns."""
+    n, d = slots.shape[0], data.shape[1]
+    nchunks = (n + _F16_CHUNK - 1) // _F16_CHUNK
+    for c in prange(nchunks):
+        bits = np.empty(d, np.uint32)
+        for i in range(c * _F16_CHUNK, min(n, (c + 1) * _F16_CHUNK)):
+            out[i] = _dot_half(data[slots[i]], r, bits) * inv_norms[i]
+
+
 def _norms_float(block, sq, out):
     """out[i] = the ``sq``-weighted norm of block[i], over rows."""
     for i in prange(block.shape[0]):
@@ -179,6 +196,8 @@ def _twins(body: Callable) -> _Twins:
 
 # Keyed by ``half`` (float16 rows given as uint16 bits).
 _SCORES = {False: _twins(_scores_float), True: _twins(_scores_half)}
+_SCORES_AT = {False: numba.njit(cache=True)(_scores_float_at),
+              True: numba.njit(cache=True)(_scores_half_at)}  # one thread: a step's candidates
 _NORMS = {False: _twins(_norms_float), True: _twins(_norms_half)}
 _ROWS_HALF = _twins(_rows_half)
 
@@ -192,6 +211,12 @@ def score_block(block: np.ndarray, half: bool, r: np.ndarray, inv_norms: np.ndar
                 out: np.ndarray, serial: bool = False) -> None:
     """out = block @ r * inv_norms, on one thread for small blocks or if ``serial``."""
     _twin(_SCORES[half], block, serial)(block, r, inv_norms, out)
+
+
+def score_rows(data: np.ndarray, slots: np.ndarray, half: bool, r: np.ndarray,
+               inv_norms: np.ndarray, out: np.ndarray) -> None:
+    """out = data[slots] @ r * inv_norms on one thread, without gathering the rows."""
+    _SCORES_AT[half](data, slots, r, inv_norms, out)
 
 
 def float_rows_half(block: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]:

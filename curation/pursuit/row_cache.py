@@ -35,11 +35,33 @@ class RowCache:
 
     def rows(self, indices: np.ndarray) -> np.ndarray:
         """A new (m, d) array of the rows at ascending, distinct ``indices``, as ``src.rows``."""
+        slots = self.slots(indices)
+        return self.src.rows(indices) if slots is None else np.take(self.data, slots, axis=0)
+
+    def scores(self, indices: np.ndarray, r: np.ndarray, inv_norms: np.ndarray) -> np.ndarray:
+        """``rows(indices) @ r * inv_norms`` (float64) by the exact pass's arithmetic, scored
+        in the cache without gathering the rows."""
+        from curation.pursuit.kernels import score_block, score_rows
+
+        out = np.empty(len(indices))
+        slots = self.slots(indices)
+        if slots is None:
+            rows = self.src.rows(indices)
+            score_block(rows.view(np.uint16) if self.src.half else rows, self.src.half, r,
+                        inv_norms, out, serial=True)
+        else:
+            data = self.data.view(np.uint16) if self.src.half else self.data
+            score_rows(data, slots, self.src.half, r, inv_norms, out)
+        return out
+
+    def slots(self, indices: np.ndarray) -> np.ndarray | None:
+        """The cache slots holding the rows at ascending, distinct ``indices`` (reading the
+        ones not held); None when they are more rows than the cache holds."""
         indices = np.asarray(indices, np.int64)
         self.calls += 1
-        if len(indices) > self.max_rows:  # one call's rows would not fit: read them all
+        if len(indices) > self.max_rows:
             self.misses += len(indices)
-            return self.src.rows(indices)
+            return None
         slots = self.slot_of[indices].astype(np.int64)
         miss = slots < 0
         self.used[slots[~miss]] = self.calls
@@ -58,4 +80,4 @@ class RowCache:
             self.used[free] = self.calls
             self.data[free] = self.src.rows(indices[miss])
             slots[miss] = free
-        return np.take(self.data, slots, axis=0)
+        return slots

@@ -265,3 +265,23 @@ def test_row_cache_returns_the_rows_and_keeps_the_recent_ones(tmp_path) -> None:
     np.testing.assert_array_equal(cache.ids[cache.slot_of[held]], held)
     # a call with more rows than the cache holds reads them all
     np.testing.assert_array_equal(cache.rows(np.arange(500)), rows[:500])
+
+
+def test_row_cache_scores_equal_the_exact_pass_kernel(tmp_path) -> None:
+    from curation.pursuit.kernels import score_block
+    from curation.pursuit.row_cache import RowCache
+
+    rng = np.random.default_rng(9)
+    for dtype in (np.float16, np.float32):
+        rows = rng.standard_normal((400, 24)).astype(dtype)
+        np.save(tmp_path / "a.npy", rows)
+        src = AtomSource(MappedRows(str(tmp_path / "a.npy")))
+        r, inv = rng.standard_normal(24), rng.uniform(0.5, 2.0, 400)
+        for max_rows in (400, 50):  # held in the cache; more rows than it holds
+            cache = RowCache(src, max_bytes=max_rows * 24 * rows.itemsize)
+            ask = np.unique(rng.choice(400, 120, replace=False))
+            expected = np.empty(len(ask))
+            block = rows[ask].view(np.uint16) if dtype == np.float16 else rows[ask]
+            score_block(block, dtype == np.float16, r, inv[ask], expected, serial=True)
+            for _ in range(2):  # read, then served from the cache
+                np.testing.assert_array_equal(cache.scores(ask, r, inv[ask]), expected)
