@@ -71,6 +71,21 @@ def _dot_half(row, r, bits):
 _SUM_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
+# Its own function because the row-loop twins compile without fastmath: inline, the sum of
+# squares ran in order, unvectorized (4.3 of an 18.7 s index build over 1M x 1024 rows).
+@numba.njit(cache=True, fastmath=_SUM_FASTMATH)
+def _unpack_half(scaled, out):
+    """out = ``scaled`` (float32 bits from ``_half_bits``) * 2^112, the halves' values; return
+    the float64 sum of their squares."""
+    magic = _HALF_MAGIC
+    acc = 0.0
+    for j in range(scaled.shape[0]):
+        v = scaled[j] * magic
+        out[j] = v
+        acc += np.float64(v) * v
+    return acc
+
+
 @numba.njit(cache=True, fastmath=_SUM_FASTMATH)
 def _norm_float(row, sq):
     """sqrt(sum_j sq[j] * row[j]^2) in float64 (inf/nan propagate)."""
@@ -154,19 +169,12 @@ def _rows_half(block, normalize, rows, norms):
     norm; both nan for a row holding inf/nan. One pass, no float16 temporaries: numpy's
     convert, norm and divide took 10 s of a 29 s index build over 1M x 1024 rows."""
     n, d = block.shape
-    magic = _HALF_MAGIC
     nchunks = (n + _F16_CHUNK - 1) // _F16_CHUNK
     for c in prange(nchunks):
         bits = np.empty(d, np.uint32)
         for i in range(c * _F16_CHUNK, min(n, (c + 1) * _F16_CHUNK)):
             bad = _half_bits(block[i], bits)
-            scaled = bits.view(np.float32)
-            acc = 0.0
-            for j in range(d):
-                v = scaled[j] * magic
-                rows[i, j] = v
-                acc += np.float64(v) * v
-            norm = np.nan if bad else np.sqrt(acc)
+            norm = np.nan if bad else np.sqrt(_unpack_half(bits.view(np.float32), rows[i]))
             norms[i] = norm
             if bad:
                 rows[i, :] = np.nan

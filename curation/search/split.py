@@ -14,8 +14,12 @@ one whose weak part aligns with it. So the two parts are indexed apart, each at 
   code book over all rows of the whole row ranked by the structure and could not tell which
   row's weak part aligns with a residual (5.7x the exact residual at 20k x 256).
 
-A query returns the ``m`` best rows by the exact subspace part and the ``m`` best by the codes
-of the complement; callers re-score both lists exactly. Both scans cover every row (no
+A query returns the ``m`` best rows by the codes of the complement and the best by the exact
+subspace part (``m`` of them up to ``SUBSPACE_LIST``, an eighth of ``m`` past it); callers
+re-score both lists exactly. The subspace part is exact, so a short list of it already holds the
+rows the structure decides; the rest of a long one tie in the structure and differ in the
+complement, which the codes rank (1M x 1024, k = 600, m = 8,192: 24 instead of 30 s of steps,
+residual 0.95 instead of 0.99 of exact's). Both scans cover every row (no
 inverted lists: a residual in the complement has no structure that would pick a few lists),
 at 128 + 64 bytes per row instead of a float16 store's 2048. The build trains on a seeded sample
 (``TRAIN_ROWS``) and then streams the rows once: project, encode.
@@ -45,6 +49,7 @@ if TYPE_CHECKING:  # faiss (and numba, via the atoms) load only when an index is
 SUBSPACE = 32
 TRAIN_ROWS = 32768
 _CODE_BITS = 4  # 16 centroids per sub-quantizer: the SIMD fast-scan layout
+SUBSPACE_LIST = 1024
 _SCORES_PER_CHUNK = 1 << 24  # 64 MiB of float32 subspace scores per query chunk
 
 
@@ -71,7 +76,8 @@ class SplitIndex(SearchIndex):
         found = [self.codes.search(q_rest, m)[1]]
         if len(self.basis):
             scores = self.low @ q_low.T  # (n, q): the exact subspace part of every row
-            found.append(np.stack([_top_rows(col, m) for col in scores.T]))
+            top = min(m, max(SUBSPACE_LIST, m // 8))
+            found.append(np.stack([_top_rows(col, top) for col in scores.T]))
         return np.concatenate(found, axis=1)
 
     def save(self, path: Path) -> list[Path]:

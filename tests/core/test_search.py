@@ -241,3 +241,18 @@ def test_float16_rows_are_prepared_as_numpy_would(normalize: bool) -> None:
     rows[5, 7] = np.inf
     bad_rows, bad_norms = prepare(rows.view(np.uint16), True, normalize)
     assert np.isnan(bad_norms[5]) and np.isnan(bad_rows[5]).all()
+
+
+def test_long_candidate_lists_keep_a_short_subspace_list() -> None:
+    from curation.search.split import SUBSPACE_LIST
+
+    rows, _ = _low_rank_plus_noise(n=3000)
+    index = search_backend("faiss").build(AtomSource(rows))
+    query = rows[3].astype(np.float64)
+    short, long = index.candidates(query, 100), index.candidates(query, 2500)
+    assert short.shape == (1, 200)  # m by the codes, m by the subspace
+    assert long.shape == (1, 2500 + SUBSPACE_LIST)
+    # the subspace list is the exact top of the subspace part
+    low_scores = index.low @ (index.basis @ (query / np.linalg.norm(query)))
+    top = np.argsort(-low_scores)[:SUBSPACE_LIST]
+    assert set(top) == set(long[0, 2500:])
