@@ -29,10 +29,12 @@ _CANDIDATES = 2048
 # residual up to 1.35x exact pursuit's (758x where exact reconstructs to 1e-4), 1024 at
 # 0.88-1.11x (docs/scaling.md); reading and scoring 2048 rows of width 1024 costs milliseconds.
 _SEARCH_CANDIDATES = 1024
-# Calibration of index search: an exact pass also runs on steps 1, 2, 4, ... and every this
-# many steps (at k = 600: 15 passes of 600); the candidates then count as having missed when
+# Calibration of index search: an exact pass also runs on step 1 and then after 1, 2, 4, ...
+# steps, at most this many steps apart, and on the step after a miss that grew the candidates
+# (at k = 600 on 1M x 1024: 13 passes instead of the 15 of steps 1, 2, 4, ... plus every 64th);
+# the candidates count as having missed when
 # their best scores below this fraction of the exact best.
-_CHECK_EVERY = 64
+_CHECK_EVERY = 256
 _CHECK_RATIO = 0.999
 # The most rows per list calibration grows to: re-scoring 2 x 8192 rows of width 1024 reads
 # 32 MiB a step, 1/64 of an exact pass over 1M rows (growth up to n made it slower than exact).
@@ -88,8 +90,8 @@ def pursuit(atoms: Atoms, target: np.ndarray, k: int, *, nonnegative: bool = Tru
     inner product with the residual by each of its lists (``index``: one built for these atoms,
     e.g. a datastore's ``curation.datastore.index.store_index``; built here if None), those
     are read and re-scored exactly, and the best admissible one is picked; only when none of
-    them beats the stop threshold does one exact pass decide. A few steps (1, 2, 4, ... and
-    every 64th) also run an exact pass, which decides them and doubles ``candidates`` when the
+    them beats the stop threshold does one exact pass decide. A few steps (1, 2, 4, ..., at most
+    256 apart) also run an exact pass, which decides them and doubles ``candidates`` when the
     index missed the best row (``searched_pass``). Approximate (a row the index ranks low is
     missed between checks); the refit is unchanged. ``refresh`` must then be 1.
     """
@@ -161,13 +163,16 @@ def searched_pass(search_best: SearchBest, n: int, m: int, threshold: float,
     list, over ``n`` rows) and falls back to ``exact_pass`` when no admissible candidate scores
     above ``threshold``.
 
-    Calibrated as it goes: on steps 1, 2, 4, ... and every ``_CHECK_EVERY``-th, one exact pass
-    runs too and decides the step; when the candidates' best scored below ``_CHECK_RATIO`` of
-    the exact best, the index missed the best row, and ``m`` doubles (up to
-    ``_MAX_CANDIDATES``) for the steps after. ``counts`` gets the final ``m``, the steps and the
+    Calibrated as it goes: on check steps one exact pass runs too and decides the step; when
+    the candidates' best scored below ``_CHECK_RATIO`` of the exact best, the index missed the
+    best row, ``m`` doubles (up to ``_MAX_CANDIDATES``) and the next step is checked again;
+    otherwise the gap to the next check doubles (up to ``_CHECK_EVERY``): steps 1, 2, 4, 8, ...
+    A miss at the most candidates is taken as it is: checking more often could not make the
+    index better, only the search as slow as exact. ``counts`` gets the final ``m``, the steps and the
     exact passes run.
     """
     counts.update(candidates=min(m, n), exact_passes=0, steps=0)
+    schedule = {"next": 1, "gap": 1}
 
     def exact(rs, excluded, banned, signed):
         counts["exact_passes"] += 1
@@ -178,11 +183,16 @@ def searched_pass(search_best: SearchBest, n: int, m: int, threshold: float,
         step, m = counts["steps"], counts["candidates"]
         best = search_best(rs, excluded, signed, m)
         key = -np.inf if best is None else abs(best.score) if signed else best.score
-        if step & (step - 1) == 0 or step % _CHECK_EVERY == 0:
+        if step >= schedule["next"]:
             result = exact(rs, excluded, banned, signed)
             true_key = abs(result.score) if signed else result.score
             if result.j >= 0 and key < _CHECK_RATIO * true_key:
                 counts["candidates"] = min(2 * m, max(m, _MAX_CANDIDATES))
+            if counts["candidates"] > m:  # more candidates: are they enough? Check next step
+                schedule["next"] = step + 1
+            else:
+                schedule["next"] = step + schedule["gap"]
+                schedule["gap"] = min(2 * schedule["gap"], _CHECK_EVERY)
             return result
         if key > threshold:
             return best

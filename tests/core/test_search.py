@@ -223,6 +223,31 @@ def test_checks_grow_the_candidates_when_the_index_misses() -> None:
     assert result.indices[0] == exact.indices[0]
 
 
+class _AllRowsIndex(_BlindIndex):
+    """Offers every row: an index that never misses."""
+
+    def candidates(self, queries, m):
+        return np.tile(np.arange(self.n), (len(np.atleast_2d(queries)), 1))
+
+
+def test_checks_thin_out_while_the_index_agrees() -> None:
+    rows, _ = _low_rank_plus_noise(n=500, d=64)
+    target = rows[:60].astype(np.float64).sum(axis=0)
+    norms = np.linalg.norm(rows.astype(np.float32), axis=1)
+    for index, fewest in ((_AllRowsIndex(len(rows), 64, norms, True, "all"), None),
+                          (_BlindIndex(len(rows), 64, norms, True, "blind"), 8)):
+        result = pursuit(rows, target, 50, search="faiss", index=index, candidates=2,
+                         tol=1e-12)
+        info = result.search_info
+        assert info["steps"] >= 40
+        if fewest is None:  # checked on steps 1, 2, 4, 8, 16, 32 only
+            assert info["exact_passes"] == int(np.log2(info["steps"])) + 1
+            assert info["candidates"] == 2
+        else:  # each miss doubled the candidates and re-checked the next step, then it thinned
+            assert info["candidates"] > 2
+            assert fewest <= info["exact_passes"] < info["steps"] / 2
+
+
 @pytest.mark.parametrize("normalize", [True, False])
 def test_float16_rows_are_prepared_as_numpy_would(normalize: bool) -> None:
     from curation.search.base import prepare
@@ -252,7 +277,11 @@ def test_long_candidate_lists_keep_a_short_subspace_list() -> None:
     short, long = index.candidates(query, 100), index.candidates(query, 2500)
     assert short.shape == (1, 200)  # m by the codes, m by the subspace
     assert long.shape == (1, 2500 + SUBSPACE_LIST)
-    # the subspace list is the exact top of the subspace part
-    low_scores = index.low @ (index.basis @ (query / np.linalg.norm(query)))
+    # the subspace list is the top of the (int8) subspace part
+    low_scores = index.subspace_scores((index.basis @ query)[None])[:, 0]
     top = np.argsort(-low_scores)[:SUBSPACE_LIST]
     assert set(top) == set(long[0, 2500:])
+    # which is the exact subspace part to within the int8 grid
+    rows32 = rows.astype(np.float32) / np.linalg.norm(rows.astype(np.float32), axis=1)[:, None]
+    exact = rows32 @ index.basis.T @ (index.basis @ query)
+    assert np.abs(low_scores - exact).max() <= 0.01 * np.abs(exact).max()
