@@ -3,9 +3,9 @@ query. ``SEARCH_BACKENDS`` is the registry (a new backend is one module register
 ``search_backend(name)`` looks one up.
 
 - ``exact``: every row scored (faiss ``IndexFlatIP``; pursuit uses its own exact pass).
-- ``faiss``: a subspace-split index (``split``): exact coordinates in the rows' top 32
-  directions plus 4-bit product-quantizer codes (fast scan) of the rest of each row, about a
-  tenth of a float16 store; a query returns the best rows by each part.
+- ``faiss``: a subspace-split index (``split``): int8 coordinates in the rows' top 32
+  directions plus 4-bit product-quantizer codes (fast scan) of the rest of each row, 96 bytes
+  a 1024-wide row (1/21 of a float16 store); a query returns the best rows by each part.
 
 Callers re-score the candidates exactly: the index only decides which rows are looked at.
 """
