@@ -143,7 +143,8 @@ def inputs_from_artifacts(pool: Pool, pool_inputs: str | Path, pool_stores: dict
         lambda: (kind_of(proxy).predictions(proxy, np.load(pool_inputs)), pool.labels))
     inputs = SelectionInputs(pool.ids, functools.partial(store, pool_stores, "pool"),
                              functools.partial(store, target_stores, "target set"), predictions,
-                             split_labels(pool, target))
+                             split_labels(pool, target),
+                             functools.cache(lambda: np.load(pool_inputs)))
     return inputs, [c.sha256 for c in proxy.checkpoints]
 
 
@@ -178,7 +179,8 @@ def select_with_lineage(selector: Selector, inputs: SelectionInputs, budget: flo
     tracked = SelectionInputs(
         inputs.ids, pool_store if inputs.pool_gradients else None,
         target_store if inputs.target_gradients else None,
-        predictions if inputs.proxy_predictions else None, inputs.split_labels)
+        predictions if inputs.proxy_predictions else None, inputs.split_labels,
+        inputs.pool_features)
     selection = selector.select(tracked, budget)
     stores = [*pool_used.values(), *target_used.values()]
     checkpoint_sets = {tuple(s.manifest["proxy_checkpoints"]) for s in stores}

@@ -108,7 +108,7 @@ def run_selection(pool: Pool, target: Pool | None, selector: Selector, budget: f
                                  lambda kind: store("target", kind),
                                  functools.cache(lambda: (kind.predictions(proxy, pool_x),
                                                           pool.labels)),
-                                 split_labels(pool, target))
+                                 split_labels(pool, target), lambda: pool_x)
     return select_with_lineage(
         selector, inputs, budget, pool_id=pool.content_hash,
         target_id=target.content_hash if target is not None else None,

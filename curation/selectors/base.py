@@ -22,14 +22,15 @@ from curation.errors import CurationError
 @dataclass(frozen=True)
 class SelectionInputs:
     """What a selector may read, each built only when asked: pool gradient stores by feature
-    kind, target gradient stores, the proxy's (probabilities, labels) on the pool, and the
-    class labels of (pool, target)."""
+    kind, target gradient stores, the proxy's (probabilities, labels) on the pool, the class
+    labels of (pool, target), and the proxy's input features of the pool (rows, features)."""
 
     ids: np.ndarray
     pool_gradients: Callable[[str], GradientStore] | None = None
     target_gradients: Callable[[str], GradientStore] | None = None
     proxy_predictions: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
     split_labels: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+    pool_features: Callable[[], np.ndarray] | None = None
 
     def pool_store(self, kind: str) -> GradientStore:
         if self.pool_gradients is None:
@@ -48,6 +49,17 @@ class SelectionInputs:
             raise CurationError("this selector needs class labels of the pool and the target "
                                 "set (a classifier proxy and a labelled target)")
         return self.split_labels()
+
+    def input_features(self) -> np.ndarray:
+        """The pool's input features as the proxy reads them, shape (n, features)."""
+        features = None if self.pool_features is None else self.pool_features()
+        if (not isinstance(features, np.ndarray) or features.ndim != 2
+                or not np.issubdtype(features.dtype, np.floating)
+                or len(features) != len(self.ids)):
+            raise CurationError("this selector option needs the pool's input features as a "
+                                "(rows, features) float matrix, as a classifier proxy reads "
+                                "them; this proxy's inputs are not")
+        return features
 
     def target_store(self, kind: str) -> GradientStore:
         if self.target_gradients is None:

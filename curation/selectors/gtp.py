@@ -55,7 +55,13 @@ from curation.errors import CurationError
 from curation.gradients import FEATURE_KINDS
 from curation.search import SEARCH_BACKENDS
 from curation.selectors.base import SelectionInputs, Selector
-from curation.selectors.gtp_rounds import RoundsResult, over_unpicked, pursue_rounds
+from curation.selectors.gtp_rounds import (
+    ArrayRows,
+    Guard,
+    RoundsResult,
+    over_unpicked,
+    pursue_rounds,
+)
 from curation.selectors.gtp_targets import (
     TARGETS,
     split_budget,
@@ -96,6 +102,11 @@ class GTPSelector(Selector):
     max_cosine: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False,
                               description="Near-duplicate guard: a row whose trajectory cosine "
                                           "to a pick exceeds this is not picked (1: off).")
+    max_input_cosine: float = Field(
+        default=1.0, gt=0, le=1, allow_inf_nan=False,
+        description="Near-duplicate guard on the pool's input features: a row whose feature "
+                    "cosine to a pick exceeds this is not picked (1: off; needs a classifier "
+                    "proxy).")
     nonnegative: bool = Field(default=True, description="Non-negative weights in the pursuit refit.")
     tol: float = Field(default=1e-6, ge=0, allow_inf_nan=False,
                        description="Stop when the residual (or the best correlation) is at most "
@@ -154,6 +165,9 @@ class GTPSelector(Selector):
                            exclude=taken, **options)
 
         run = over_unpicked(pursue_rows) if index is None else searched
+        guards = (Guard(atoms, self.max_cosine, scale),)
+        if self.max_input_cosine < 1.0:
+            guards += (Guard([ArrayRows(inputs.input_features())], self.max_input_cosine),)
         taken = np.zeros(store.n, bool)
         result, carry = RoundsResult(), 0
         for target, share, budget, label in zip(targets, shares, split_budget(k, shares),
@@ -163,7 +177,7 @@ class GTPSelector(Selector):
             off = taken if label is None else taken | (pool_labels != label)
             if budget + carry > 0:
                 pursue_rounds(atoms, target, int(budget + carry), run, self.rounds, off, result,
-                              self.round_size, self.max_cosine, scale)
+                              self.round_size, guards)
             if label is not None:
                 taken |= off & (pool_labels == label)
             got = len(result.indices) - before

@@ -12,7 +12,10 @@ guard: within one pursuit a copy of a pick has no correlation left with the resi
 fresh round (or another target's pursuit) starts from the whole target again and would pick the
 copy; so before each round every free row whose cosine to a pick exceeds ``max_cosine`` is
 excluded, and a pick of the round itself that exceeds it against an earlier pick is dropped
-(its weight with it) and excluded.
+(its weight with it) and excluded. A ``Guard`` holds the rows the cosines are taken on and the
+threshold: the trajectories (``max_cosine``) or the pool's input features
+(``max_input_cosine``), which also catch a copy whose flipped label sends its gradient
+elsewhere.
 """
 
 from __future__ import annotations
@@ -31,6 +34,28 @@ RunPursuit = Callable[[list, np.ndarray, int, np.ndarray], PursuitResult]
 PursueRows = Callable[[list, np.ndarray, int], PursuitResult]
 
 
+@dataclass(frozen=True)
+class ArrayRows:
+    """In-memory rows with the ``MappedRows`` reading interface (``open``, ``read``)."""
+
+    array: np.ndarray
+
+    def open(self) -> np.ndarray:
+        return self.array
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return np.take(self.array, rows, axis=0)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A near-duplicate guard: cosines over ``rows`` (times ``scale``) above ``max_cosine``."""
+
+    rows: list
+    max_cosine: float
+    scale: np.ndarray | None = None
+
+
 @dataclass
 class RoundsResult:
     """Picks (pool rows) in order, their weights and pick-time scores, and one record per round:
@@ -46,13 +71,13 @@ class RoundsResult:
 def pursue_rounds(atoms: list[MappedRows], target: np.ndarray, k: int, run: RunPursuit,
                   max_rounds: int = 0, taken: np.ndarray | None = None,
                   into: RoundsResult | None = None, round_size: int = 0,
-                  max_cosine: float = 1.0, scale: np.ndarray | None = None) -> RoundsResult:
+                  guards: tuple[Guard, ...] = ()) -> RoundsResult:
     """Up to ``k`` rows of ``atoms`` in rounds toward ``target`` (``max_rounds=0``: until ``k``).
 
     ``taken`` (bool per row) marks rows no round may pick (updated in place, near-duplicates
     excluded by the guard included); results are appended to ``into``. ``round_size`` (0: no
-    cap) is the most picks per round; ``max_cosine`` (1: off) the near-duplicate guard, cosines
-    taken on the atoms times ``scale``. Stops early when a round finds no positively
+    cap) is the most picks per round; ``guards`` the near-duplicate guards (a row is excluded
+    when any guard finds it too close to a pick). Stops early when a round finds no positively
     correlated row.
     """
     out = into if into is not None else RoundsResult()
@@ -60,10 +85,11 @@ def pursue_rounds(atoms: list[MappedRows], target: np.ndarray, k: int, run: RunP
     taken = np.zeros(n, bool) if taken is None else taken
     norm = max(float(np.linalg.norm(target)), 1e-12)
     want = len(out.indices) + k
-    guard = max_cosine < 1.0
+    guards = tuple(g for g in guards if g.max_cosine < 1.0)
     while len(out.indices) < want and (max_rounds == 0 or len(out.rounds) < max_rounds):
-        if guard and out.indices:
-            taken |= near_duplicates(atoms, np.asarray(out.indices), ~taken, max_cosine, scale)
+        for guard in guards if out.indices else ():
+            taken |= near_duplicates(guard.rows, np.asarray(out.indices), ~taken,
+                                     guard.max_cosine, guard.scale)
         free = int((~taken).sum())
         if free == 0:
             break
@@ -74,8 +100,7 @@ def pursue_rounds(atoms: list[MappedRows], target: np.ndarray, k: int, run: RunP
             break
         picked = np.asarray(result.indices, np.int64)
         taken[picked] = True
-        keep = (_first_of_near_duplicates(atoms, picked, max_cosine, scale) if guard
-                else np.ones(len(picked), bool))
+        keep = _first_of_near_duplicates(guards, picked)
         out.indices.extend(int(i) for i in picked[keep])
         out.weights.extend(float(w) for w in np.asarray(result.weights)[keep])
         out.scores.extend(float(s) for s in np.asarray(result.correlations)[keep])
@@ -114,15 +139,16 @@ def near_duplicates(atoms: list[MappedRows], picked: np.ndarray, candidates: np.
     return out
 
 
-def _first_of_near_duplicates(atoms: list[MappedRows], picked: np.ndarray, max_cosine: float,
-                              scale: np.ndarray | None) -> np.ndarray:
-    """Bool per pick (in pick order): False where its cosine to an earlier kept pick exceeds
-    ``max_cosine``."""
-    unit = _unit(read_rows(atoms, picked), scale)
-    cos = unit @ unit.T
+def _first_of_near_duplicates(guards: tuple[Guard, ...], picked: np.ndarray) -> np.ndarray:
+    """Bool per pick (in pick order): False where any guard finds it too close to an earlier
+    kept pick."""
+    close = np.zeros((len(picked), len(picked)), bool)
+    for guard in guards:
+        unit = _unit(read_rows(guard.rows, picked), guard.scale)
+        close |= unit @ unit.T > guard.max_cosine
     keep = np.ones(len(picked), bool)
     for i in range(1, len(picked)):
-        keep[i] = not (cos[i, :i][keep[:i]] > max_cosine).any()
+        keep[i] = not close[i, :i][keep[:i]].any()
     return keep
 
 

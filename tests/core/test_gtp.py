@@ -250,6 +250,28 @@ def test_near_duplicate_guard_skips_copies_of_picks(tmp_path) -> None:
     assert make_selector("gtp", max_cosine=0.95).config()["max_cosine"] == 0.95
 
 
+def test_input_guard_skips_copies_whose_gradients_differ(tmp_path) -> None:
+    """Copies with near-identical inputs but unrelated trajectories (a flipped label sends a
+    copy's gradient elsewhere): the trajectory guard cannot see them, the input guard can."""
+    rng = np.random.default_rng(8)
+    trajectories = np.abs(rng.standard_normal((90, 2, 8))).astype(np.float16)
+    features = rng.standard_normal((30, 12))[np.repeat(np.arange(30), 3)]
+    features += 0.01 * rng.standard_normal(features.shape)
+    target = np.abs(rng.standard_normal((4, 2, 8))).astype(np.float16)
+    stores = {"pool": _store(tmp_path, "pool", [trajectories], [1.0, 1.0]),
+              "target": _store(tmp_path, "target", [target], [1.0, 1.0])}
+    ids = np.array([f"e{i}" for i in range(90)], dtype=object)
+    inputs = SelectionInputs(ids, lambda kind: stores["pool"], lambda kind: stores["target"],
+                             pool_features=lambda: features)
+    plain = make_selector("gtp", target="mean", max_cosine=0.95).select(inputs, 25)
+    assert len(np.unique(plain.indices // 3)) < len(plain)  # copies picked
+    guarded = make_selector("gtp", target="mean", max_input_cosine=0.95).select(inputs, 25)
+    assert len(guarded) == 25 and len(np.unique(guarded.indices // 3)) == 25
+    no_features = SelectionInputs(ids, lambda kind: stores["pool"], lambda kind: stores["target"])
+    with pytest.raises(CurationError, match="input features"):
+        make_selector("gtp", max_input_cosine=0.95).select(no_features, 25)
+
+
 def test_class_targets_split_the_budget_by_the_target_label_mix(tmp_path) -> None:
     _, pool_store, target_store = _inputs(tmp_path, seed=7)
     pool_labels = np.arange(700) % 3
