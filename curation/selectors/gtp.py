@@ -18,7 +18,11 @@ whose trajectory cosine to a pick exceeds it is never picked; see ``gtp_rounds``
 off by default: on MNIST capped rounds (1 to 10 picks) lost 5 to 26 points at 5-10%, and on
 noisy text the guard (0.9) cut redundant picks at 5% from 3 to 2 only (one seed,
 benchmarks/QUALITY.md): the two left are copies whose label was flipped, with gradients
-pointing elsewhere (trajectory cosine below 0).
+pointing elsewhere (trajectory cosine below 0). ``max_input_cosine`` < 1 guards on the pool's
+input features instead, which catches those: at 0.85 on noisy text (seed 0) redundant picks
+at 5 / 10% went from 3 / 10 to 0 / 0 (accuracy 0.864 / 0.846 -> 0.868 / 0.861), MNIST at 10%
+0.777 -> 0.796, targeted text at 5% 0.887 -> 0.883; off by default until a 3-seed
+``make bench-quality`` run supports a default.
 
 Targets: ``mean`` (one mean trajectory), ``clusters`` (k-means of the unit target trajectories;
 one pursuit per cluster mean, the budget split by cluster size, each cluster's weights scaled
