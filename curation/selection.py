@@ -139,12 +139,12 @@ def inputs_from_artifacts(pool: Pool, pool_inputs: str | Path, pool_stores: dict
                 "gradient_datastore config 'kinds'")
         return open_datastore(paths[kind])
 
+    pool_x = functools.cache(lambda: np.load(pool_inputs))  # read once for both users
     predictions = functools.cache(
-        lambda: (kind_of(proxy).predictions(proxy, np.load(pool_inputs)), pool.labels))
+        lambda: (kind_of(proxy).predictions(proxy, pool_x()), pool.labels))
     inputs = SelectionInputs(pool.ids, functools.partial(store, pool_stores, "pool"),
                              functools.partial(store, target_stores, "target set"), predictions,
-                             split_labels(pool, target),
-                             functools.cache(lambda: np.load(pool_inputs)))
+                             split_labels(pool, target), pool_x)
     return inputs, [c.sha256 for c in proxy.checkpoints]
 
 

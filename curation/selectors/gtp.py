@@ -60,7 +60,6 @@ from curation.gradients import FEATURE_KINDS
 from curation.search import SEARCH_BACKENDS
 from curation.selectors.base import SelectionInputs, Selector
 from curation.selectors.gtp_rounds import (
-    ArrayRows,
     Guard,
     RoundsResult,
     over_unpicked,
@@ -171,7 +170,7 @@ class GTPSelector(Selector):
         run = over_unpicked(pursue_rows) if index is None else searched
         guards = (Guard(atoms, self.max_cosine, scale),)
         if self.max_input_cosine < 1.0:
-            guards += (Guard([ArrayRows(inputs.input_features())], self.max_input_cosine),)
+            guards += (Guard([inputs.input_features()], self.max_input_cosine),)
         taken = np.zeros(store.n, bool)
         result, carry = RoundsResult(), 0
         for target, share, budget, label in zip(targets, shares, split_budget(k, shares),

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from curation.pursuit import MappedRows, PursuitResult
+from curation.pursuit.atoms import AtomSource
 
 # ``run(atoms, target, k, taken)``: one pursuit with the selector's options over the rows of
 # ``atoms`` not ``taken``, its indices in pool row numbers (``over_unpicked`` makes one from a
@@ -35,21 +36,9 @@ PursueRows = Callable[[list, np.ndarray, int], PursuitResult]
 
 
 @dataclass(frozen=True)
-class ArrayRows:
-    """In-memory rows with the ``MappedRows`` reading interface (``open``, ``read``)."""
-
-    array: np.ndarray
-
-    def open(self) -> np.ndarray:
-        return self.array
-
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        return np.take(self.array, rows, axis=0)
-
-
-@dataclass(frozen=True)
 class Guard:
-    """A near-duplicate guard: cosines over ``rows`` (times ``scale``) above ``max_cosine``."""
+    """A near-duplicate guard: cosines over ``rows`` (times ``scale``) above ``max_cosine``;
+    ``rows`` are atom parts as ``AtomSource`` reads them (``MappedRows`` or arrays)."""
 
     rows: list
     max_cosine: float
@@ -119,23 +108,19 @@ def over_unpicked(pursue_rows: PursueRows) -> RunPursuit:
     return run
 
 
-def near_duplicates(atoms: list[MappedRows], picked: np.ndarray, candidates: np.ndarray,
+def near_duplicates(atoms: list, picked: np.ndarray, candidates: np.ndarray,
                     max_cosine: float, scale: np.ndarray | None = None) -> np.ndarray:
     """Bool per row: a ``candidates`` row whose cosine to a ``picked`` row exceeds
     ``max_cosine`` (rows times ``scale``), read block by block."""
     ref = _unit(read_rows(atoms, picked), scale)
     out = np.zeros(len(candidates), bool)
-    offset = 0
-    for part in atoms:
-        view = part.open()
-        for lo in range(0, len(view), 8192):
-            hi = min(lo + 8192, len(view))
-            mask = candidates[offset + lo:offset + hi]
-            if mask.any():
-                block = _unit(np.asarray(view[lo:hi][mask]), scale)
-                idx = np.flatnonzero(mask) + offset + lo
-                out[idx] = (block @ ref.T).max(axis=1) > max_cosine
-        offset += len(view)
+    source = AtomSource(atoms)
+    for lo, block in source.blocks(8192):
+        mask = candidates[lo:lo + len(block)]
+        if mask.any():
+            rows = block.view(np.float16) if source.half else block  # blocks give float16 bits
+            out[np.flatnonzero(mask) + lo] = (_unit(rows[mask], scale) @ ref.T).max(axis=1) \
+                > max_cosine
     return out
 
 
@@ -152,22 +137,14 @@ def _first_of_near_duplicates(guards: tuple[Guard, ...], picked: np.ndarray) -> 
     return keep
 
 
-def read_rows(atoms: list[MappedRows], rows: np.ndarray) -> np.ndarray:
+def read_rows(atoms: list, rows: np.ndarray) -> np.ndarray:
     """The given pool rows (any order) of ``atoms`` as float32, in that order."""
     rows = np.asarray(rows, np.int64)
-    out, offset = None, 0
-    for part in atoms:
-        count = _rows(part)
-        inside = np.flatnonzero((rows >= offset) & (rows < offset + count))
-        if len(inside):
-            order = inside[np.argsort(rows[inside])]
-            block = part.read(rows[order] - offset).astype(np.float32)
-            if out is None:
-                out = np.empty((len(rows), block.shape[1]), np.float32)
-            out[order] = block
-        offset += count
-    if out is None:
+    if not len(rows):
         raise ValueError("no rows to read")
+    source, order = AtomSource(atoms), np.argsort(rows)
+    out = np.empty((len(rows), source.d), np.float32)
+    out[order] = source.rows(rows[order])
     return out
 
 
