@@ -50,16 +50,19 @@ class SelectionInputs:
                                 "set (a classifier proxy and a labelled target)")
         return self.split_labels()
 
+    def has_input_features(self) -> bool:
+        """Whether the proxy's inputs are a (rows, features) float matrix of the pool."""
+        features = None if self.pool_features is None else self.pool_features()
+        return (isinstance(features, np.ndarray) and features.ndim == 2
+                and np.issubdtype(features.dtype, np.floating) and len(features) == len(self.ids))
+
     def input_features(self) -> np.ndarray:
         """The pool's input features as the proxy reads them, shape (n, features)."""
-        features = None if self.pool_features is None else self.pool_features()
-        if (not isinstance(features, np.ndarray) or features.ndim != 2
-                or not np.issubdtype(features.dtype, np.floating)
-                or len(features) != len(self.ids)):
+        if not self.has_input_features():
             raise CurationError("this selector option needs the pool's input features as a "
                                 "(rows, features) float matrix, as a classifier proxy reads "
                                 "them; this proxy's inputs are not")
-        return features
+        return self.pool_features()
 
     def target_store(self, kind: str) -> GradientStore:
         if self.target_gradients is None:

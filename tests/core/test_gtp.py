@@ -263,13 +263,42 @@ def test_input_guard_skips_copies_whose_gradients_differ(tmp_path) -> None:
     ids = np.array([f"e{i}" for i in range(90)], dtype=object)
     inputs = SelectionInputs(ids, lambda kind: stores["pool"], lambda kind: stores["target"],
                              pool_features=lambda: features)
-    plain = make_selector("gtp", target="mean", max_cosine=0.95).select(inputs, 25)
+    plain = make_selector("gtp", target="mean", max_cosine=0.95,
+                          max_input_cosine=1.0).select(inputs, 25)
     assert len(np.unique(plain.indices // 3)) < len(plain)  # copies picked
     guarded = make_selector("gtp", target="mean", max_input_cosine=0.95).select(inputs, 25)
     assert len(guarded) == 25 and len(np.unique(guarded.indices // 3)) == 25
+    # unset, the guard runs at its default where there are input features, and is off
+    # (not an error) where there are none
+    default = make_selector("gtp", target="mean").select(inputs, 25)
+    assert default.info["max_input_cosine"] == [0.7]
+    assert len(default) == 25 and len(np.unique(default.indices // 3)) == 25
     no_features = SelectionInputs(ids, lambda kind: stores["pool"], lambda kind: stores["target"])
+    assert make_selector("gtp", target="mean").select(no_features, 25).info[
+        "max_input_cosine"] == [1.0]
     with pytest.raises(CurationError, match="input features"):
         make_selector("gtp", max_input_cosine=0.95).select(no_features, 25)
+
+
+def test_unset_input_guard_relaxes_on_inputs_that_are_all_alike(tmp_path) -> None:
+    """Inputs one shared direction plus a little spread (most pairs above 0.8) and three
+    copies of each source: a guard set at 0.7 excludes the pool after one pick; unset, it
+    relaxes until the budget is spent and still takes one row per source."""
+    rng = np.random.default_rng(9)
+    trajectories = np.abs(rng.standard_normal((90, 2, 8))).astype(np.float16)
+    sources = 3.0 + rng.standard_normal((30, 12))
+    features = sources[np.repeat(np.arange(30), 3)] + 0.001 * rng.standard_normal((90, 12))
+    target = np.abs(rng.standard_normal((4, 2, 8))).astype(np.float16)
+    stores = {"pool": _store(tmp_path, "pool", [trajectories], [1.0, 1.0]),
+              "target": _store(tmp_path, "target", [target], [1.0, 1.0])}
+    inputs = SelectionInputs(np.array([f"e{i}" for i in range(90)], dtype=object),
+                             lambda kind: stores["pool"], lambda kind: stores["target"],
+                             pool_features=lambda: features)
+    strict = make_selector("gtp", target="mean", max_input_cosine=0.7).select(inputs, 20)
+    assert len(strict) == 1 and strict.info["max_input_cosine"] == [0.7]
+    relaxed = make_selector("gtp", target="mean").select(inputs, 20)
+    assert len(relaxed) == 20 and len(np.unique(relaxed.indices // 3)) == 20
+    assert relaxed.info["max_input_cosine"][0] == 0.7 and len(relaxed.info["max_input_cosine"]) > 1
 
 
 def test_class_targets_split_the_budget_by_the_target_label_mix(tmp_path) -> None:
