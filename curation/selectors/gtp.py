@@ -32,13 +32,18 @@ Targets: ``mean`` (one mean trajectory), ``clusters`` (k-means of the unit targe
 one pursuit per cluster mean, the budget split by cluster size, each cluster's weights scaled
 by its share), ``classes`` (one pursuit per target class toward its mean over the pool rows of
 that class, the budget split by the target's label mix; needs labels of pool and target) or
-``examples`` (one per target example). The default is ``clusters`` (8): one
-mean is reconstructed by a handful of atoms and nothing asks the subset to cover the target's
-distribution; measured on one seed (benchmarks/QUALITY.md, "How GTP's defaults were chosen"),
-8 clusters gained 1-2 points over the mean on general text and 8-11 points at 1% and 10% on
-MNIST, and cost 0.004 on targeted text at 1%; 16 clusters and one target per example were
-no better. Per-class targets fixed the class mix on MNIST but lost to clusters at 5-10%
-(0.616 / 0.643 vs 0.658 / 0.777): within a class the pursuit's picks, not the mix, cost most.
+``examples`` (one per target example). The default, ``auto``, is ``classes`` where pool and
+target are labelled and the target holds at most half of the pool's classes (a labelled slice
+of the pool), and ``clusters`` (8) otherwise (``info['target']`` says which ran). Clusters:
+one mean is reconstructed by a handful of atoms and nothing asks the subset to cover the
+target's distribution; measured on one seed (benchmarks/QUALITY.md, "How GTP's defaults were
+chosen"), 8 clusters gained 1-2 points over the mean on general text and 8-11 points at 1% and
+10% on MNIST; 16 clusters and one target per example were no better. Classes, 3 seeds with
+the input guard on: on targeted text (4 of 20 classes) 0.849 / 0.898 / 0.918 against clusters'
+0.843 / 0.885 / 0.876 at 1 / 5 / 10%, noisy text 0.838 / 0.870 / 0.906 against 0.837 / 0.871 /
+0.849; where the target spans the pool's classes they lose (MNIST 10 of 10: 0.524 / 0.671 /
+0.718 against 0.539 / 0.727 / 0.783; general text 18 of 20: 0.371 / 0.538 / 0.570 against
+0.385 / 0.580 / 0.661): within a class the pursuit's picks are atypical ones.
 
 The pool store's float16 shards are read in place (``GradientStore.atoms``: memory-mapped
 per pass, see ``curation.pursuit.MappedRows``; a later round reads the rows not yet picked as
@@ -96,7 +101,9 @@ class GTPSelector(Selector):
                                     "unit (each checkpoint's pool gradients scaled to unit RMS "
                                     "norm).")
     target: choice(TARGETS) = Field(
-        default="clusters", description="Pursuit target: mean (the mean target trajectory), "
+        default="auto", description="Pursuit target: auto (classes when pool and target are "
+                                    "labelled and the target holds at most half of the pool's "
+                                    "classes, else clusters), mean (the mean target trajectory), "
                                     "clusters (k-means cluster means, budget split by size), "
                                     "classes (each target class's mean, budget split by the "
                                     "target's label mix, picks of that class only) or examples "
@@ -149,13 +156,14 @@ class GTPSelector(Selector):
         scale = checkpoint_scale(store, self.checkpoint_weighting, self.checkpoint_norm)
         atoms = store.atoms()
         target_store = inputs.target_store("sgd")
+        target_kind = self._target_kind(inputs)
         pool_labels = target_labels = None
-        if self.target == "classes":
+        if target_kind == "classes":
             pool_labels, target_labels = inputs.labels()
             if len(target_labels) != target_store.n or len(pool_labels) != store.n:
                 raise CurationError("gtp target='classes': the labels do not match the "
                                     "gradient stores' rows")
-        targets, shares = target_trajectories(target_store, self.target, self.clusters,
+        targets, shares = target_trajectories(target_store, target_kind, self.clusters,
                                               self.cluster_seed, scale, target_labels)
         classes = (target_classes(target_labels) if target_labels is not None
                    else [None] * len(targets))
@@ -192,7 +200,8 @@ class GTPSelector(Selector):
         residuals = [r["relative_residual"] for r in result.rounds]
         return np.asarray(result.indices, np.int64), np.asarray(result.weights), \
             np.asarray(result.scores), {
-                "n_pursuit": len(result.indices), "n_targets": len(targets),
+                "n_pursuit": len(result.indices), "target": target_kind,
+                "n_targets": len(targets),
                 "n_rounds": len(result.rounds), "rounds": result.rounds,
                 "relative_residual": float(residuals[0]) if residuals else 1.0,
                 "passes": int(result.passes), "max_input_cosine": thresholds}
@@ -220,6 +229,17 @@ class GTPSelector(Selector):
             # cluster's share they sum to a reconstruction of the overall mean
             result.weights[before:] = [w * share for w in result.weights[before:]]
             carry = int(budget + carry) - got
+
+    def _target_kind(self, inputs: SelectionInputs) -> str:
+        """``target``, with ``auto`` resolved: classes where the labelled target is a slice of
+        the pool's classes (at most half of them), clusters otherwise."""
+        if self.target != "auto":
+            return self.target
+        if inputs.split_labels is None:
+            return "clusters"
+        pool_labels, target_labels = inputs.labels()
+        narrow = 2 * len(np.unique(target_labels)) <= len(np.unique(pool_labels))
+        return "classes" if narrow else "clusters"
 
     def _input_cosines(self, inputs: SelectionInputs) -> list[float]:
         """The input guard's thresholds, tried in turn while the budget is not spent: the set

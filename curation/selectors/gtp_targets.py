@@ -9,7 +9,7 @@ import numpy as np
 
 from curation.datastore import GradientStore
 
-TARGETS = ("mean", "clusters", "classes", "examples")
+TARGETS = ("auto", "mean", "clusters", "classes", "examples")
 
 
 def target_trajectories(store: GradientStore, kind: str, clusters: int, seed: int,

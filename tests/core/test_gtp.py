@@ -314,3 +314,22 @@ def test_class_targets_split_the_budget_by_the_target_label_mix(tmp_path) -> Non
     unlabelled = SelectionInputs(ids, lambda kind: pool_store, lambda kind: target_store)
     with pytest.raises(CurationError, match="class labels"):
         make_selector("gtp", target="classes").select(unlabelled, 24)
+
+
+def test_auto_target_is_classes_only_for_a_slice_of_the_pool_classes(tmp_path) -> None:
+    _, pool_store, target_store = _inputs(tmp_path, seed=7)
+    pool_labels = np.arange(700) % 6
+    ids = np.array([f"e{i}" for i in range(700)], dtype=object)
+
+    def select(target_labels):
+        inputs = SelectionInputs(ids, lambda kind: pool_store, lambda kind: target_store,
+                                 split_labels=lambda: (pool_labels, target_labels))
+        return make_selector("gtp").select(inputs, 24)
+
+    narrow = select(np.array([0] * 6 + [3] * 6))  # 2 of 6 classes: only their rows
+    assert narrow.info["target"] == "classes"
+    assert set(pool_labels[narrow.indices]) == {0, 3} and len(narrow) == 24
+    wide = select(np.arange(12) % 4)  # 4 of 6 classes
+    assert wide.info["target"] == "clusters"
+    unlabelled = SelectionInputs(ids, lambda kind: pool_store, lambda kind: target_store)
+    assert make_selector("gtp").select(unlabelled, 24).info["target"] == "clusters"
