@@ -48,7 +48,8 @@ def scored_subset(context: dg.AssetExecutionContext, artifacts: ArtifactStore,
         "n_pool": len(pool), "selection_id": saved.selection_id, "path": str(saved.path),
         "config": dg.MetadataValue.json(saved.lineage["config"]),
         "datastore_id": str(saved.lineage["datastore_id"]),
-        # what the selector reports about its run (GTP: rounds and each round's residual)
+        # what the selector reports about its run (GTP: the target kind that ran, the input
+        # guard thresholds used, rounds and each round's residual)
         "selection_info": dg.MetadataValue.json(saved.selection.info),
         "label_mix": md.table(mix, floatfmt=".3f"), "label_shares": md.share_plot(mix, "label"),
         "seconds": round(seconds, 3)})
