@@ -52,17 +52,24 @@ class SelectionInputs:
 
     def has_input_features(self) -> bool:
         """Whether the proxy's inputs are a (rows, features) float matrix of the pool."""
-        features = None if self.pool_features is None else self.pool_features()
-        return (isinstance(features, np.ndarray) and features.ndim == 2
-                and np.issubdtype(features.dtype, np.floating) and len(features) == len(self.ids))
+        return self._float_features() is not None
 
     def input_features(self) -> np.ndarray:
         """The pool's input features as the proxy reads them, shape (n, features)."""
-        if not self.has_input_features():
+        features = self._float_features()
+        if features is None:
             raise CurationError("this selector option needs the pool's input features as a "
                                 "(rows, features) float matrix, as a classifier proxy reads "
                                 "them; this proxy's inputs are not")
-        return self.pool_features()
+        return features
+
+    def _float_features(self) -> np.ndarray | None:
+        # one call of ``pool_features`` per question: callers need not cache it
+        features = None if self.pool_features is None else self.pool_features()
+        if (isinstance(features, np.ndarray) and features.ndim == 2
+                and np.issubdtype(features.dtype, np.floating) and len(features) == len(self.ids)):
+            return features
+        return None
 
     def target_store(self, kind: str) -> GradientStore:
         if self.target_gradients is None:

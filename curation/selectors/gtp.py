@@ -188,12 +188,15 @@ class GTPSelector(Selector):
 
         run = over_unpicked(pursue_rows) if index is None else searched
         result, thresholds = RoundsResult(), []
-        for input_cosine in self._input_cosines(inputs):
+        trajectory_guard = Guard(atoms, self.max_cosine, scale)
+        input_cosines = self._input_cosines(inputs)
+        features = inputs.input_features() if min(input_cosines) < 1.0 else None
+        for input_cosine in input_cosines:
             if len(result.indices) >= k:
                 break
-            guards = (Guard(atoms, self.max_cosine, scale),)
+            guards = (trajectory_guard,)
             if input_cosine < 1.0:
-                guards += (Guard([inputs.input_features()], input_cosine),)
+                guards += (Guard([features], input_cosine),)
             thresholds.append(input_cosine)
             self._pursue_targets(atoms, store.n, targets, shares, classes, pool_labels,
                                  k - len(result.indices), run, guards, result)
@@ -243,7 +246,7 @@ class GTPSelector(Selector):
 
     def _input_cosines(self, inputs: SelectionInputs) -> list[float]:
         """The input guard's thresholds, tried in turn while the budget is not spent: the set
-        value alone; unset, 0.7 relaxed towards 1 (each step halves the gap) down to 0.98
+        value alone; unset, ``DEFAULT_INPUT_COSINES`` (0.7 relaxed step by step up to 0.98)
         where the proxy reads float input features, and off (1) where it does not."""
         if self.max_input_cosine is not None:
             return [self.max_input_cosine]
